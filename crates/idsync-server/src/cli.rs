@@ -1,0 +1,168 @@
+//! Command line and configuration. Every setting is an environment variable (the
+//! CONTRACT's names and defaults) and also a flag; `idsync serve --help` lists them all.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/idsync";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "idsync",
+    version,
+    about = "Event-sourced identity sync backend for Authentik",
+    long_about = "idsync receives Authentik's user webhooks, fetches each user through \
+                  Authentik's API, appends UserRegistered/UserUpdated/UserDeleted events to a \
+                  Postgres event store and serves them to applications."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Settings every subcommand needs.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Postgres holding the event store and read models; created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]
+    pub database_url: String,
+
+    /// Log format [default: pretty on a terminal, else json]. Filter with RUST_LOG.
+    #[arg(long, env = "IDSYNC_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server and background workers (the default).
+    Serve(Box<ServeArgs>),
+    /// Create the database if missing, apply migrations, exit.
+    Migrate,
+}
+
+impl Default for Command {
+    fn default() -> Self {
+        // `idsync` alone serves, configured from the environment.
+        Command::Serve(Box::new(ServeArgs::from_env()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SubjectField {
+    Pk,
+    Uuid,
+    Uid,
+    Username,
+    Email,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTP listen address.
+    #[arg(long, env = "IDSYNC_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Bearer secret that Authentik's webhook headers mapping sends. Required.
+    #[arg(long, env = "IDSYNC_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<SecretString>,
+
+    /// Authentik base URL, e.g. http://authentik-server:9000. Without it, webhooks wait in the inbox.
+    #[arg(long, env = "IDSYNC_AUTHENTIK_URL")]
+    pub authentik_url: Option<String>,
+
+    /// API-intent token of Authentik's service account.
+    #[arg(long, env = "IDSYNC_AUTHENTIK_TOKEN", hide_env_values = true)]
+    pub authentik_token: Option<SecretString>,
+
+    /// Expected `iss` of access tokens, e.g. http://localhost:9000/application/o/idsync/.
+    #[arg(long, env = "IDSYNC_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// Where to fetch OIDC discovery [default: issuer + .well-known/openid-configuration].
+    #[arg(long, env = "IDSYNC_OIDC_DISCOVERY_URL")]
+    pub oidc_discovery_url: Option<String>,
+
+    /// Accepted `aud` values (the client id), comma-separated.
+    #[arg(long, env = "IDSYNC_OIDC_AUDIENCE", value_delimiter = ',')]
+    pub oidc_audience: Vec<String>,
+
+    /// Which user field the token's `sub` carries.
+    #[arg(long, env = "IDSYNC_OIDC_SUBJECT", value_enum, default_value = "pk")]
+    pub oidc_subject: SubjectField,
+
+    /// Members of this group (by the token's `groups` claim) may read everyone's data.
+    #[arg(long, env = "IDSYNC_ADMIN_GROUP", default_value = "authentik Admins")]
+    pub admin_group: String,
+
+    /// CIDRs whose X-Userinfo header is believed, comma-separated [default: none].
+    #[arg(long, env = "IDSYNC_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// Browser origins allowed by CORS, comma-separated.
+    #[arg(
+        long,
+        env = "IDSYNC_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:3000"
+    )]
+    pub cors_origins: Vec<String>,
+}
+
+impl ServeArgs {
+    fn from_env() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        // Parse no arguments, so only the environment and defaults apply.
+        Only::parse_from(["idsync"]).serve
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_help_lists_every_contract_variable() {
+        let mut cmd = Cli::command();
+        // Propagates global arguments (DATABASE_URL, IDSYNC_LOG_FORMAT) into subcommands.
+        cmd.build();
+        let serve = cmd.find_subcommand_mut("serve").expect("serve subcommand");
+        let help = serve.render_long_help().to_string();
+        for var in [
+            "DATABASE_URL",
+            "IDSYNC_LISTEN",
+            "IDSYNC_WEBHOOK_SECRET",
+            "IDSYNC_AUTHENTIK_URL",
+            "IDSYNC_AUTHENTIK_TOKEN",
+            "IDSYNC_OIDC_ISSUER",
+            "IDSYNC_OIDC_DISCOVERY_URL",
+            "IDSYNC_OIDC_AUDIENCE",
+            "IDSYNC_OIDC_SUBJECT",
+            "IDSYNC_ADMIN_GROUP",
+            "IDSYNC_TRUSTED_PROXIES",
+            "IDSYNC_CORS_ORIGINS",
+            "IDSYNC_LOG_FORMAT",
+        ] {
+            assert!(help.contains(var), "{var} missing from serve --help");
+        }
+    }
+}

@@ -1,0 +1,23 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use idsync_server::cli::{Cli, Command};
+use idsync_server::{commands, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.global.log_format);
+    let result = match cli.command.unwrap_or_default() {
+        Command::Serve(args) => commands::serve::run(&cli.global, *args).await,
+        Command::Migrate => commands::migrate::run(&cli.global).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // The CONTRACT: non-zero with a one-line reason on stderr.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

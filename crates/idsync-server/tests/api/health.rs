@@ -1,0 +1,123 @@
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::helpers::{admin, binary, database_of, spawn_app, url_for};
+
+#[sqlx::test(migrations = false)]
+async fn serve_answers_livez_and_readyz_then_stops_on_sigterm(pool: PgPool) {
+    let db = database_of(&pool).await;
+    pool.close().await;
+    let mut app = spawn_app(&url_for(&db), &[]).await;
+    app.wait_ready().await;
+
+    let live = app.http.get(app.url("/livez")).send().await.expect("livez");
+    assert_eq!(live.status(), 200);
+    let ready = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.expect("json");
+    assert_eq!(body["status"], "ready");
+
+    let started = std::time::Instant::now();
+    app.signal("TERM");
+    let status = app.wait_exit(Duration::from_secs(5)).await;
+    assert!(
+        status.success(),
+        "exit status {status:?}; logs:\n{}",
+        app.logs()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[sqlx::test(migrations = false)]
+async fn readyz_says_503_with_a_reason_while_the_database_is_unreachable(pool: PgPool) {
+    let db = database_of(&pool).await;
+    pool.close().await;
+    let mut app = spawn_app(&url_for(&db), &[]).await;
+    app.wait_ready().await;
+
+    let admin = admin().await;
+    sqlx::query(&format!(
+        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS false"#
+    ))
+    .execute(&admin)
+    .await
+    .expect("block connections");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&db)
+        .execute(&admin)
+        .await
+        .expect("terminate connections");
+
+    let ready = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.expect("json");
+    assert_eq!(body["status"], "not_ready");
+    let reasons = body["reasons"].as_array().expect("reasons list");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.starts_with("database"))),
+        "{body}"
+    );
+    // Still alive: liveness does not depend on the database.
+    let live = app.http.get(app.url("/livez")).send().await.expect("livez");
+    assert_eq!(live.status(), 200);
+
+    // And it recovers by itself once the database is back.
+    sqlx::query(&format!(
+        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS true"#
+    ))
+    .execute(&admin)
+    .await
+    .expect("allow connections");
+    app.wait_ready().await;
+
+    app.signal("TERM");
+    assert!(app.wait_exit(Duration::from_secs(5)).await.success());
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_the_webhook_secret() {
+    let output = binary()
+        .arg("serve")
+        .env("IDSYNC_LISTEN", "127.0.0.1:0")
+        .output()
+        .await
+        .expect("run idsync");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, got: {stderr}");
+    assert!(lines[0].contains("IDSYNC_WEBHOOK_SECRET"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_help_lists_the_configuration() {
+    let output = binary()
+        .args(["serve", "--help"])
+        .output()
+        .await
+        .expect("run idsync");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for var in [
+        "DATABASE_URL",
+        "IDSYNC_LISTEN",
+        "IDSYNC_WEBHOOK_SECRET",
+        "IDSYNC_LOG_FORMAT",
+    ] {
+        assert!(help.contains(var), "{var} missing:\n{help}");
+    }
+}

@@ -1,0 +1,158 @@
+use std::net::SocketAddr;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const SECRET: &str = "test-webhook-secret";
+
+/// The server `#[sqlx::test]` and these tests use; the test script sets it.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `server_url()` pointed at database `name`.
+pub fn url_for(name: &str) -> String {
+    let base = server_url();
+    let (without_query, query) = match base.split_once('?') {
+        Some((b, q)) => (b.to_owned(), format!("?{q}")),
+        None => (base.clone(), String::new()),
+    };
+    let scheme_end = without_query.find("://").map_or(0, |i| i + 3);
+    let host_part = match without_query[scheme_end..].find('/') {
+        Some(i) => &without_query[..scheme_end + i],
+        None => &without_query[..],
+    };
+    format!("{host_part}/{name}{query}")
+}
+
+pub async fn database_of(pool: &PgPool) -> String {
+    sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(pool)
+        .await
+        .expect("current_database")
+}
+
+/// A connection to the server's maintenance database, for things a test does to the
+/// app's database from outside (blocking connections, dropping it).
+pub async fn admin() -> PgPool {
+    PgPool::connect(&server_url())
+        .await
+        .expect("admin connection")
+}
+
+pub fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_idsync"));
+    // Only what the test says: no stray IDSYNC_* from the developer's shell.
+    cmd.env_clear()
+        .env("RUST_LOG", "info")
+        .env("IDSYNC_LOG_FORMAT", "json")
+        .kill_on_drop(true);
+    cmd
+}
+
+pub struct App {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub http: reqwest::Client,
+}
+
+impl App {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Poll `/readyz` until it answers 200.
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not ready in 30 s; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running child has a pid");
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => status.expect("wait"),
+            Err(_) => panic!("did not exit within {within:?}; logs:\n{}", self.logs()),
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+/// Start `idsync serve` on a free loopback port and return once it listens.
+pub async fn spawn_app(database_url: &str, extra_env: &[(&str, &str)]) -> App {
+    let mut cmd = binary();
+    cmd.arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("IDSYNC_LISTEN", "127.0.0.1:0")
+        .env("IDSYNC_WEBHOOK_SECRET", SECRET)
+        .envs(extra_env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn idsync");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    {
+        let logs = logs.clone();
+        // Keep draining stderr for the child's whole life so it never blocks on a pipe.
+        tokio::spawn(async move {
+            let mut addr_tx = Some(addr_tx);
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(tx) = addr_tx.take_if(|_| line.contains("\"listening\"")) {
+                    let addr = serde_json::from_str::<serde_json::Value>(&line)
+                        .ok()
+                        .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()));
+                    let _ = tx.send(addr);
+                }
+                if let Ok(mut l) = logs.lock() {
+                    l.push(line);
+                }
+            }
+        });
+    }
+    let addr = match tokio::time::timeout(Duration::from_secs(20), addr_rx).await {
+        Ok(Ok(Some(addr))) => addr,
+        other => panic!(
+            "idsync did not report its address ({other:?}); logs:\n{}",
+            logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+        ),
+    };
+    App {
+        child,
+        addr,
+        logs,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client"),
+    }
+}

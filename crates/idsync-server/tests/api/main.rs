@@ -1,0 +1,6 @@
+//! Black-box tests: the real `idsync` binary, started on a free port against its own
+//! database, driven over HTTP and signals as a user would. One test binary, many modules.
+
+mod health;
+mod helpers;
+mod migrate;

@@ -1,0 +1,15 @@
+//! Everything idsync keeps in Postgres, in the order data flows through it:
+//! `db` (pool, database creation, migrations) → `event_store` (commands become events
+//! with a global position) → `feed` (reading events back in that order) → `notify`
+//! (telling a process, live, that new positions committed).
+
+pub mod db;
+mod error;
+pub mod event_store;
+pub mod feed;
+pub mod notify;
+
+pub use error::StoreError;
+pub use event_store::{AppendedEvent, EventStore};
+pub use feed::FeedItem;
+pub use notify::{FeedSignal, Notifier};
