@@ -1,0 +1,689 @@
+//! The three webhook bodies idsync accepts (CONTRACT, "Webhook intake"), parsed into one
+//! meaning: "user `pk` was created/updated/deleted", or "valid, but not for us".
+//!
+//! 1. The .NET sample's mapping: `{"event_type": "model_created", "pk": 1}`.
+//! 2. idsync's own blueprint mapping: `{"event_id", "action", "model_app", "model_name",
+//!    "model_pk", "created", "actor"}`.
+//! 3. Authentik's default body, with no mapping: `{"body": "model_created: {...}", ...}`
+//!    where the part after the action is the *Python repr* of the event context. It is
+//!    parsed as a Python literal (not scraped with string searches), so keys may come in
+//!    any order, `asn`/`geo` may come first and names may hold quotes.
+
+use serde_json::{Map, Value};
+
+/// A user lifecycle action Authentik reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "model_created",
+            Action::Updated => "model_updated",
+            Action::Deleted => "model_deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "model_created" => Some(Action::Created),
+            "model_updated" => Some(Action::Updated),
+            "model_deleted" => Some(Action::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// Which of the accepted bodies a webhook used (kept with the inbox row for diagnosis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    DotnetSample,
+    Mapping,
+    DefaultBody,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::DotnetSample => "dotnet_sample",
+            Format::Mapping => "mapping",
+            Format::DefaultBody => "default_body",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserNotice {
+    pub action: Action,
+    pub pk: i64,
+    /// Authentik's notification event id (mapping format only), canonical UUID form when
+    /// it is one; the inbox's duplicate detection keys on it.
+    pub event_id: Option<String>,
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    User(UserNotice),
+    /// Well-formed, but not a user lifecycle event (another model, the Test button).
+    Ignored {
+        reason: String,
+    },
+}
+
+/// Why a body was refused; the text goes to the sender as the error's `detail`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPayload(pub String);
+
+fn invalid(msg: impl Into<String>) -> InvalidPayload {
+    InvalidPayload(msg.into())
+}
+
+/// The action Authentik's "Test" button sends.
+const TEST_ACTION: &str = "custom_notification_test";
+const USER_APP: &str = "authentik_core";
+const USER_MODEL: &str = "user";
+const MAX_EVENT_ID_LEN: usize = 128;
+
+pub fn parse(body: &[u8]) -> Result<Parsed, InvalidPayload> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("malformed JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(invalid("the body must be a JSON object"));
+    };
+    if obj.contains_key("action") {
+        parse_mapping(&obj)
+    } else if obj.contains_key("event_type") {
+        parse_dotnet(&obj)
+    } else if obj.contains_key("body") {
+        parse_default_body(&obj)
+    } else {
+        Err(invalid(
+            "unrecognised body: expected \"event_type\" and \"pk\", idsync's mapping with \
+             \"action\" and \"model_pk\", or Authentik's default body with \"body\"",
+        ))
+    }
+}
+
+/// `None` for the Test button, an error for actions we do not know.
+fn action_of(name: &str) -> Result<Option<Action>, InvalidPayload> {
+    if name == TEST_ACTION {
+        return Ok(None);
+    }
+    Action::parse(name).map(Some).ok_or_else(|| {
+        invalid(format!(
+            "unknown action {name:?}: expected model_created, model_updated or model_deleted"
+        ))
+    })
+}
+
+fn test_ignored() -> Parsed {
+    Parsed::Ignored {
+        reason: "test notification".to_owned(),
+    }
+}
+
+fn not_a_user(app: &str, model: &str) -> Parsed {
+    Parsed::Ignored {
+        reason: format!("not a user: model {app}.{model}"),
+    }
+}
+
+fn positive_pk(value: Option<&Value>, field: &str) -> Result<i64, InvalidPayload> {
+    match value {
+        None | Some(Value::Null) => Err(invalid(format!("{field} is missing"))),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(pk) if pk > 0 => Ok(pk),
+            _ => Err(invalid(format!(
+                "{field} must be a positive integer, got {n}"
+            ))),
+        },
+        Some(other) => Err(invalid(format!(
+            "{field} must be a positive integer, got {}",
+            kind(other)
+        ))),
+    }
+}
+
+fn required_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, InvalidPayload> {
+    match obj.get(field) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        None | Some(Value::Null) => Err(invalid(format!("{field} is missing"))),
+        Some(Value::String(_)) => Err(invalid(format!("{field} is empty"))),
+        Some(other) => Err(invalid(format!(
+            "{field} must be a string, got {}",
+            kind(other)
+        ))),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn parse_dotnet(obj: &Map<String, Value>) -> Result<Parsed, InvalidPayload> {
+    let Some(action) = action_of(required_str(obj, "event_type")?)? else {
+        return Ok(test_ignored());
+    };
+    let pk = positive_pk(obj.get("pk"), "pk")?;
+    Ok(Parsed::User(UserNotice {
+        action,
+        pk,
+        event_id: None,
+        format: Format::DotnetSample,
+    }))
+}
+
+fn parse_mapping(obj: &Map<String, Value>) -> Result<Parsed, InvalidPayload> {
+    let Some(action) = action_of(required_str(obj, "action")?)? else {
+        return Ok(test_ignored());
+    };
+    let app = required_str(obj, "model_app")?;
+    let model = required_str(obj, "model_name")?;
+    if app != USER_APP || model != USER_MODEL {
+        return Ok(not_a_user(app, model));
+    }
+    let pk = positive_pk(obj.get("model_pk"), "model_pk")?;
+    let event_id = match obj.get("event_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(canonical_event_id(s)?),
+        Some(other) => {
+            return Err(invalid(format!(
+                "event_id must be a string, got {}",
+                kind(other)
+            )));
+        }
+    };
+    Ok(Parsed::User(UserNotice {
+        action,
+        pk,
+        event_id,
+        format: Format::Mapping,
+    }))
+}
+
+/// Authentik's sanitiser strips a UUID's dashes; `str(event.pk)` keeps them. Either way
+/// the same event must dedupe to one key, so UUIDs are stored in their hyphenated form.
+fn canonical_event_id(raw: &str) -> Result<String, InvalidPayload> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(invalid("event_id is empty"));
+    }
+    if raw.len() > MAX_EVENT_ID_LEN {
+        return Err(invalid(format!(
+            "event_id is longer than {MAX_EVENT_ID_LEN} characters"
+        )));
+    }
+    Ok(match uuid::Uuid::try_parse(raw) {
+        Ok(id) => id.hyphenated().to_string(),
+        Err(_) => raw.to_owned(),
+    })
+}
+
+fn parse_default_body(obj: &Map<String, Value>) -> Result<Parsed, InvalidPayload> {
+    let summary = required_str(obj, "body")?;
+    // Older Authentik releases word the Test button's body this way.
+    if summary.starts_with("Test Notification") {
+        return Ok(test_ignored());
+    }
+    let (action_name, context) = summary
+        .split_once(": ")
+        .ok_or_else(|| invalid("body must read \"<action>: <context>\""))?;
+    let Some(action) = action_of(action_name.trim())? else {
+        return Ok(test_ignored());
+    };
+    let context = python_literal::parse(context)
+        .map_err(|e| invalid(format!("body context is not a Python dict: {e}")))?;
+    let Value::Object(context) = context else {
+        return Err(invalid("body context must be a dict"));
+    };
+    let model = match context.get("model") {
+        Some(Value::Object(model)) => model,
+        Some(_) => return Err(invalid("body context's 'model' must be a dict")),
+        None => return Err(invalid("body context has no 'model'")),
+    };
+    let app = required_str(model, "app").map_err(|e| invalid(format!("model: {e}")))?;
+    let name = required_str(model, "model_name").map_err(|e| invalid(format!("model: {e}")))?;
+    if app != USER_APP || name != USER_MODEL {
+        return Ok(not_a_user(app, name));
+    }
+    let pk = positive_pk(model.get("pk"), "model pk")?;
+    Ok(Parsed::User(UserNotice {
+        action,
+        pk,
+        event_id: None,
+        format: Format::DefaultBody,
+    }))
+}
+
+/// A strict parser for the Python literals `repr()` produces for JSON-like data (dict,
+/// list, tuple, str, int, float, True/False/None), turned into JSON values. Anything else
+/// (a call, a name, trailing text) is an error, never a guess.
+pub mod python_literal {
+    use serde_json::{Map, Number, Value};
+
+    /// Nesting deeper than this is refused: real event contexts are a few levels deep, and
+    /// the limit keeps a hostile body from exhausting the stack.
+    const MAX_DEPTH: usize = 64;
+
+    pub fn parse(input: &str) -> Result<Value, String> {
+        let mut p = Parser {
+            s: input.as_bytes(),
+            src: input,
+            i: 0,
+        };
+        let value = p.value(0)?;
+        p.ws();
+        if p.i != p.s.len() {
+            return Err(format!("unexpected text at offset {}", p.i));
+        }
+        Ok(value)
+    }
+
+    struct Parser<'a> {
+        s: &'a [u8],
+        src: &'a str,
+        i: usize,
+    }
+
+    impl Parser<'_> {
+        fn ws(&mut self) {
+            while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
+                self.i += 1;
+            }
+        }
+
+        fn peek(&self) -> Option<u8> {
+            self.s.get(self.i).copied()
+        }
+
+        fn expect(&mut self, c: u8) -> Result<(), String> {
+            self.ws();
+            if self.peek() == Some(c) {
+                self.i += 1;
+                Ok(())
+            } else {
+                Err(format!("expected '{}' at offset {}", c as char, self.i))
+            }
+        }
+
+        fn value(&mut self, depth: usize) -> Result<Value, String> {
+            if depth > MAX_DEPTH {
+                return Err("nested too deeply".to_owned());
+            }
+            self.ws();
+            match self.peek() {
+                Some(b'{') => self.dict(depth),
+                Some(b'[') => self.sequence(b'[', b']', depth),
+                Some(b'(') => self.sequence(b'(', b')', depth),
+                Some(b'\'' | b'"') => self.string().map(Value::String),
+                Some(c) if c == b'-' || c == b'+' || c.is_ascii_digit() => self.number(),
+                Some(c) if c.is_ascii_alphabetic() => self.keyword(),
+                Some(c) => Err(format!("unexpected '{}' at offset {}", c as char, self.i)),
+                None => Err("unexpected end".to_owned()),
+            }
+        }
+
+        fn dict(&mut self, depth: usize) -> Result<Value, String> {
+            self.i += 1;
+            let mut map = Map::new();
+            loop {
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                    return Ok(Value::Object(map));
+                }
+                let key = match self.value(depth + 1)? {
+                    Value::String(s) => s,
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => if b { "True" } else { "False" }.to_owned(),
+                    Value::Null => "None".to_owned(),
+                    _ => return Err(format!("unsupported dict key at offset {}", self.i)),
+                };
+                self.expect(b':')?;
+                let value = self.value(depth + 1)?;
+                map.insert(key, value);
+                self.ws();
+                match self.peek() {
+                    Some(b',') => self.i += 1,
+                    Some(b'}') => {}
+                    _ => return Err(format!("expected ',' or '}}' at offset {}", self.i)),
+                }
+            }
+        }
+
+        fn sequence(&mut self, open: u8, close: u8, depth: usize) -> Result<Value, String> {
+            debug_assert_eq!(self.peek(), Some(open));
+            self.i += 1;
+            let mut items = Vec::new();
+            loop {
+                self.ws();
+                if self.peek() == Some(close) {
+                    self.i += 1;
+                    return Ok(Value::Array(items));
+                }
+                items.push(self.value(depth + 1)?);
+                self.ws();
+                match self.peek() {
+                    Some(b',') => self.i += 1,
+                    Some(c) if c == close => {}
+                    _ => {
+                        return Err(format!(
+                            "expected ',' or '{}' at offset {}",
+                            close as char, self.i
+                        ));
+                    }
+                }
+            }
+        }
+
+        fn string(&mut self) -> Result<String, String> {
+            let quote = self.s[self.i];
+            let start = self.i;
+            self.i += 1;
+            let mut out = String::new();
+            loop {
+                let Some(c) = self.peek() else {
+                    return Err(format!("unterminated string starting at offset {start}"));
+                };
+                if c == quote {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                if c == b'\\' {
+                    self.i += 1;
+                    let esc = self
+                        .peek()
+                        .ok_or_else(|| "unterminated escape".to_owned())?;
+                    self.i += 1;
+                    match esc {
+                        b'\\' => out.push('\\'),
+                        b'\'' => out.push('\''),
+                        b'"' => out.push('"'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'0' => out.push('\0'),
+                        b'x' => out.push(self.hex_char(2)?),
+                        b'u' => out.push(self.hex_char(4)?),
+                        b'U' => out.push(self.hex_char(8)?),
+                        other => {
+                            return Err(format!(
+                                "unsupported escape '\\{}' at offset {}",
+                                other as char,
+                                self.i - 1
+                            ));
+                        }
+                    }
+                    continue;
+                }
+                // Copy one whole UTF-8 character from the source.
+                let ch = self.src[self.i..]
+                    .chars()
+                    .next()
+                    .ok_or_else(|| "invalid text".to_owned())?;
+                out.push(ch);
+                self.i += ch.len_utf8();
+            }
+        }
+
+        fn hex_char(&mut self, digits: usize) -> Result<char, String> {
+            let hex = self
+                .src
+                .get(self.i..self.i + digits)
+                .ok_or_else(|| "truncated escape".to_owned())?;
+            let code = u32::from_str_radix(hex, 16).map_err(|_| format!("bad escape {hex:?}"))?;
+            self.i += digits;
+            char::from_u32(code).ok_or_else(|| format!("bad code point {code:#x}"))
+        }
+
+        fn number(&mut self) -> Result<Value, String> {
+            let start = self.i;
+            while let Some(c) = self.peek() {
+                if c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'_') {
+                    self.i += 1;
+                } else {
+                    break;
+                }
+            }
+            let text: String = self.src[start..self.i]
+                .chars()
+                .filter(|c| *c != '_')
+                .collect();
+            if let Ok(n) = text.parse::<i64>() {
+                return Ok(Value::Number(n.into()));
+            }
+            text.parse::<f64>()
+                .ok()
+                .and_then(Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(|| format!("bad number {text:?} at offset {start}"))
+        }
+
+        fn keyword(&mut self) -> Result<Value, String> {
+            let start = self.i;
+            while self
+                .peek()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
+            {
+                self.i += 1;
+            }
+            match &self.src[start..self.i] {
+                "True" => Ok(Value::Bool(true)),
+                "False" => Ok(Value::Bool(false)),
+                "None" => Ok(Value::Null),
+                other => Err(format!("unsupported name {other:?} at offset {start}")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn user(action: Action, pk: i64, event_id: Option<&str>, format: Format) -> Parsed {
+        Parsed::User(UserNotice {
+            action,
+            pk,
+            event_id: event_id.map(str::to_owned),
+            format,
+        })
+    }
+
+    fn parse_json(v: Value) -> Result<Parsed, InvalidPayload> {
+        parse(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn dotnet_sample_body() {
+        assert_eq!(
+            parse_json(json!({"event_type": "model_created", "pk": 1})),
+            Ok(user(Action::Created, 1, None, Format::DotnetSample))
+        );
+        assert_eq!(
+            parse_json(json!({"event_type": "model_deleted", "pk": 12})),
+            Ok(user(Action::Deleted, 12, None, Format::DotnetSample))
+        );
+    }
+
+    #[test]
+    fn dotnet_sample_with_null_fields_is_invalid() {
+        // The sample's mapping returns None when it cannot find them.
+        assert!(parse_json(json!({"event_type": null, "pk": null})).is_err());
+        assert!(parse_json(json!({"event_type": "model_created", "pk": null})).is_err());
+        assert!(parse_json(json!({"event_type": "model_created", "pk": 0})).is_err());
+        assert!(parse_json(json!({"event_type": "model_created", "pk": -3})).is_err());
+        assert!(parse_json(json!({"event_type": "model_created", "pk": "7"})).is_err());
+        assert!(parse_json(json!({"event_type": "model_created", "pk": 1.5})).is_err());
+        assert!(parse_json(json!({"event_type": "login", "pk": 1})).is_err());
+    }
+
+    #[test]
+    fn project_mapping_body() {
+        let id = "5c0b1f3e-6f7a-4b8c-9d0e-1f2a3b4c5d6e";
+        let body = json!({
+            "event_id": id, "action": "model_updated", "model_app": "authentik_core",
+            "model_name": "user", "model_pk": 7, "created": "2026-01-01T00:00:00Z",
+            "actor": {"pk": 1, "username": "akadmin"}
+        });
+        assert_eq!(
+            parse_json(body),
+            Ok(user(Action::Updated, 7, Some(id), Format::Mapping))
+        );
+    }
+
+    #[test]
+    fn mapping_event_id_dashes_are_canonical() {
+        let body = json!({
+            "event_id": "5C0B1F3E6F7A4B8C9D0E1F2A3B4C5D6E", "action": "model_created",
+            "model_app": "authentik_core", "model_name": "user", "model_pk": 7
+        });
+        assert_eq!(
+            parse_json(body),
+            Ok(user(
+                Action::Created,
+                7,
+                Some("5c0b1f3e-6f7a-4b8c-9d0e-1f2a3b4c5d6e"),
+                Format::Mapping
+            ))
+        );
+    }
+
+    #[test]
+    fn mapping_for_another_model_is_ignored() {
+        let body = json!({
+            "event_id": "x", "action": "model_created", "model_app": "authentik_core",
+            "model_name": "group", "model_pk": "9f1c4d1e-0000-4000-8000-000000000000"
+        });
+        assert!(matches!(parse_json(body), Ok(Parsed::Ignored { .. })));
+    }
+
+    #[test]
+    fn test_button_is_ignored_in_every_format() {
+        assert_eq!(
+            parse_json(json!({"action": "custom_notification_test", "event_id": "e"})),
+            Ok(test_ignored())
+        );
+        assert_eq!(
+            parse_json(json!({"event_type": "custom_notification_test", "pk": null})),
+            Ok(test_ignored())
+        );
+        assert_eq!(
+            parse_json(
+                json!({"body": "custom_notification_test: {'foo': 'bar'}", "severity": "notice"})
+            ),
+            Ok(test_ignored())
+        );
+        assert_eq!(
+            parse_json(
+                json!({"body": "Test Notification from transport idsync", "severity": "notice"})
+            ),
+            Ok(test_ignored())
+        );
+    }
+
+    #[test]
+    fn default_body_realistic() {
+        let summary = "model_created: {'asn': {'asn': 64496, 'as_org': None, 'network': '192.0.2.0/24'}, \
+            'geo': {'lat': 51.5, 'city': '', 'long': -0.12, 'country': 'GB', 'continent': 'EU'}, \
+            'model': {'pk': 7, 'app': 'authentik_core', 'name': \"O'Brien\", 'model_name': 'user'}, \
+            'http_request': {'args': {}, 'path': '/api/v3/core/users/', 'method': 'POST', \
+            'request_id': 'a1b2', 'user_agent': 'Mozilla/5.0'}}";
+        let body = json!({
+            "body": summary, "severity": "notice",
+            "user_email": "admin@example.org", "user_username": "akadmin",
+            "event_user_email": "admin@example.org", "event_user_username": "akadmin"
+        });
+        assert_eq!(
+            parse_json(body),
+            Ok(user(Action::Created, 7, None, Format::DefaultBody))
+        );
+    }
+
+    #[test]
+    fn default_body_keys_in_any_order_and_escaped_names() {
+        let summary = r#"model_deleted: {'model': {'model_name': 'user', 'name': 'Jane \'JJ\' Doe, "the" first', 'pk': 42, 'app': 'authentik_core'}, 'extra': [1, 2.5, True, None, (3, 4)]}"#;
+        assert_eq!(
+            parse_json(json!({"body": summary})),
+            Ok(user(Action::Deleted, 42, None, Format::DefaultBody))
+        );
+    }
+
+    #[test]
+    fn default_body_group_is_ignored() {
+        let summary = "model_created: {'model': {'pk': '0b7c3f0e4e5a4c1b9d2f6a7e8c9d0a1b', 'app': 'authentik_core', 'name': 'staff', 'model_name': 'group'}}";
+        assert_eq!(
+            parse_json(json!({"body": summary})),
+            Ok(not_a_user("authentik_core", "group"))
+        );
+    }
+
+    #[test]
+    fn default_body_is_read_strictly() {
+        // A name that merely contains the marker the .NET sample scrapes for.
+        let tricky = "model_created: {'model': {'name': \"'model': {'pk': 5, \", 'pk': 'abc', 'app': 'authentik_core', 'model_name': 'user'}}";
+        assert!(parse_json(json!({"body": tricky})).is_err());
+        for bad in [
+            "model_created",
+            "model_created: not a dict",
+            "model_created: {'model': {'pk': 7, 'app': 'authentik_core'}}",
+            "model_created: {'http_request': {}}",
+            "model_created: {'model': {'pk': 7, 'app': 'authentik_core', 'model_name': 'user'}} trailing",
+            "model_created: {'model': {'pk': UUID('x'), 'app': 'authentik_core', 'model_name': 'user'}}",
+            "model_created: {'model': {'pk': 0, 'app': 'authentik_core', 'model_name': 'user'}}",
+            "login: {'model': {'pk': 7, 'app': 'authentik_core', 'model_name': 'user'}}",
+        ] {
+            assert!(
+                parse_json(json!({"body": bad})).is_err(),
+                "accepted {bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let deep = format!(
+            "model_created: {}{}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(parse_json(json!({"body": deep})).is_err());
+    }
+
+    #[test]
+    fn malformed_json_and_shapes() {
+        assert!(parse(b"{not json").is_err());
+        assert!(parse(b"[]").is_err());
+        assert!(parse(b"{}").is_err());
+        assert!(parse(b"").is_err());
+        assert!(parse_json(json!({"action": "model_created", "model_app": "authentik_core", "model_name": "user"})).is_err());
+        assert!(parse_json(json!({"action": 5})).is_err());
+    }
+
+    #[test]
+    fn python_literal_values() {
+        assert_eq!(
+            python_literal::parse(
+                r#"{'a': "it's", 'b': [1, -2, 3.5], 'c': (True, False, None), 'd': '\xe9\u00e9'}"#
+            ),
+            Ok(json!({"a": "it's", "b": [1, -2, 3.5], "c": [true, false, null], "d": "éé"}))
+        );
+        assert_eq!(python_literal::parse("'naïve ✓'"), Ok(json!("naïve ✓")));
+        assert!(python_literal::parse("{'a': 1,").is_err());
+        assert!(python_literal::parse("'unterminated").is_err());
+    }
+}

@@ -1,0 +1,533 @@
+//! A stand-in for Authentik's users API, on a local port, with knobs to make it fail.
+//!
+//! It answers like Authentik 2026.2 does:
+//! - `GET /api/v3/core/users/{pk}/` → the stored user JSON; unknown pk → 404
+//!   `{"detail": "No User matches the given query."}`.
+//! - `GET /api/v3/core/users/?page=N&page_size=M` → `{"pagination", "results",
+//!   "autocomplete"}`, ordered by pk, with Django's paginator arithmetic (page size 20
+//!   by default, at most 100; a page past the last → 404 `{"detail": "Invalid page."}`).
+//! - Without `Authorization: Bearer <token>` → 403 `{"detail": "Token invalid/expired"}`.
+//!
+//! Knobs, applied in this order before routing: [`set_delay`](AuthentikStub::set_delay),
+//! [`set_fail_ratio`](AuthentikStub::set_fail_ratio) (with
+//! [`set_hang`](AuthentikStub::set_hang)), [`set_rate_limited`](AuthentikStub::set_rate_limited),
+//! [`set_canned_response`](AuthentikStub::set_canned_response),
+//! [`set_forbidden`](AuthentikStub::set_forbidden), then the token check.
+
+pub mod fixtures;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// Authentik's default `pagination.default_page_size`.
+pub const DEFAULT_PAGE_SIZE: u64 = 20;
+/// Authentik's default `pagination.max_page_size`.
+pub const MAX_PAGE_SIZE: u64 = 100;
+
+const USERS_PATH: &str = "/api/v3/core/users/";
+
+/// A running stub. Clones share the server; it stops when the last clone is dropped, or
+/// at [`stop`](Self::stop).
+#[derive(Clone)]
+pub struct AuthentikStub {
+    shared: Arc<Shared>,
+    guard: Arc<ShutdownGuard>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for AuthentikStub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthentikStub")
+            .field("url", &self.url())
+            .field("requests", &self.requests())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request as the stub received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path and query, e.g. `/api/v3/core/users/?page=1&page_size=100`.
+    pub uri: String,
+    /// Header names lowercase, values lossily decoded, in arrival order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct ShutdownGuard {
+    shutdown: watch::Sender<bool>,
+}
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+struct Shared {
+    state: Mutex<StubState>,
+    requests: AtomicU64,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, StubState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sleeps `duration`, or less if the stub is stopped meanwhile.
+    async fn sleep(&self, duration: Duration) {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(duration) => {}
+            _ = shutdown.wait_for(|stopped| *stopped) => {}
+        }
+    }
+}
+
+struct StubState {
+    token: String,
+    users: BTreeMap<i64, Value>,
+    fetches: HashMap<i64, u64>,
+    list_requests: u64,
+    fail_ratio: f64,
+    fault_counter: u64,
+    hang: Duration,
+    delay: Duration,
+    forbidden: bool,
+    rate_limited: Option<u64>,
+    canned: Option<(StatusCode, String)>,
+    last_request: Option<RecordedRequest>,
+}
+
+impl AuthentikStub {
+    /// Starts a stub on `127.0.0.1:<free port>` that accepts `token`.
+    ///
+    /// # Panics
+    ///
+    /// When no local port can be bound (test support: the test cannot go on).
+    pub async fn start(token: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0 for the Authentik stub");
+        let addr = listener
+            .local_addr()
+            .expect("local address of the Authentik stub");
+        let (sender, receiver) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(StubState {
+                token: token.to_owned(),
+                users: BTreeMap::new(),
+                fetches: HashMap::new(),
+                list_requests: 0,
+                fail_ratio: 0.0,
+                fault_counter: 0,
+                hang: Duration::ZERO,
+                delay: Duration::ZERO,
+                forbidden: false,
+                rate_limited: None,
+                canned: None,
+                last_request: None,
+            }),
+            requests: AtomicU64::new(0),
+            shutdown: receiver.clone(),
+        });
+        let app = Router::new()
+            .route(USERS_PATH, get(list_users))
+            .route("/api/v3/core/users/{pk}/", get(get_user))
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(shared.clone(), gate))
+            .with_state(shared.clone());
+        let mut stopped = receiver;
+        tokio::spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            });
+            if let Err(error) = server.await {
+                eprintln!("authentik stub stopped: {error}");
+            }
+        });
+        Self {
+            shared,
+            guard: Arc::new(ShutdownGuard { shutdown: sender }),
+            addr,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`, no trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections; requests in flight (and hangs) end promptly.
+    pub fn stop(&self) {
+        self.guard.shutdown.send_replace(true);
+    }
+
+    /// Adds or replaces a user, keyed by its `pk`.
+    ///
+    /// # Panics
+    ///
+    /// When the value has no integer `pk` (use [`upsert_raw`](Self::upsert_raw)).
+    pub fn upsert(&self, user: impl Into<Value>) {
+        let user = user.into();
+        let pk = user
+            .get("pk")
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| panic!("upsert needs an integer pk: {user}"));
+        self.upsert_raw(pk, user);
+    }
+
+    /// Stores `body` as the user with pk `pk`, whatever it looks like (to serve malformed
+    /// users).
+    pub fn upsert_raw(&self, pk: i64, body: Value) {
+        self.shared.lock().users.insert(pk, body);
+    }
+
+    /// Removes a user; returns what was stored.
+    pub fn remove(&self, pk: i64) -> Option<Value> {
+        self.shared.lock().users.remove(&pk)
+    }
+
+    pub fn user(&self, pk: i64) -> Option<Value> {
+        self.shared.lock().users.get(&pk).cloned()
+    }
+
+    /// Pks of the stored users, ascending.
+    pub fn pks(&self) -> Vec<i64> {
+        self.shared.lock().users.keys().copied().collect()
+    }
+
+    /// Replaces the accepted token (a rotation).
+    pub fn set_token(&self, token: &str) {
+        token.clone_into(&mut self.shared.lock().token);
+    }
+
+    /// Requests received, all paths and answers included.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests received for `/api/v3/core/users/{pk}/`, whatever they were answered.
+    pub fn fetches(&self, pk: i64) -> u64 {
+        self.shared.lock().fetches.get(&pk).copied().unwrap_or(0)
+    }
+
+    /// Requests received for the user list, whatever they were answered.
+    pub fn list_requests(&self) -> u64 {
+        self.shared.lock().list_requests
+    }
+
+    /// The most recent request.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.shared.lock().last_request.clone()
+    }
+
+    /// Zeroes the request counters (not the fault counter).
+    pub fn reset_counters(&self) {
+        let mut state = self.shared.lock();
+        state.fetches.clear();
+        state.list_requests = 0;
+        self.shared.requests.store(0, Ordering::SeqCst);
+    }
+
+    /// That fraction (0.0–1.0) of the requests from now on fails: evenly spread and
+    /// deterministic (with 0.5, the 2nd, 4th, ... fail; with 1.0, all). A failing
+    /// request hangs for [`set_hang`](Self::set_hang)'s duration, if any, then answers
+    /// 500 with Django's HTML error page.
+    pub fn set_fail_ratio(&self, ratio: f64) {
+        let mut state = self.shared.lock();
+        state.fail_ratio = if ratio.is_nan() {
+            0.0
+        } else {
+            ratio.clamp(0.0, 1.0)
+        };
+        state.fault_counter = 0;
+    }
+
+    /// How long a failing request hangs before its 500 (zero: answers at once). Make it
+    /// longer than the client's timeout to simulate a hung server.
+    pub fn set_hang(&self, hang: Duration) {
+        self.shared.lock().hang = hang;
+    }
+
+    /// Every request answers 403 `{"detail": "Token invalid/expired"}`, as for an
+    /// expired token.
+    pub fn set_forbidden(&self, forbidden: bool) {
+        self.shared.lock().forbidden = forbidden;
+    }
+
+    /// Every request waits this long before being handled.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.lock().delay = delay;
+    }
+
+    /// `Some(seconds)`: every request answers 429 with `Retry-After: <seconds>`, as
+    /// Authentik's throttling does.
+    pub fn set_rate_limited(&self, retry_after_secs: Option<u64>) {
+        self.shared.lock().rate_limited = retry_after_secs;
+    }
+
+    /// `Some((status, body))`: every request is answered so, with
+    /// `Content-Type: application/json` whatever the body is.
+    ///
+    /// # Panics
+    ///
+    /// On a status outside 100–999.
+    pub fn set_canned_response(&self, canned: Option<(u16, &str)>) {
+        let canned = canned.map(|(status, body)| {
+            let status = StatusCode::from_u16(status).expect("an HTTP status code");
+            (status, body.to_owned())
+        });
+        self.shared.lock().canned = canned;
+    }
+}
+
+/// Faults, auth and accounting, in front of every route.
+async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let path = request.uri().path().to_owned();
+    let recorded = RecordedRequest {
+        method: request.method().to_string(),
+        uri: request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| path.clone(), ToString::to_string),
+        headers: request
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+
+    let (delay, fail, hang, rate_limited, canned, forbidden, authorized) = {
+        let mut state = shared.lock();
+        state.last_request = Some(recorded);
+        if path == USERS_PATH {
+            state.list_requests += 1;
+        } else if let Some(pk) = user_pk(&path) {
+            *state.fetches.entry(pk).or_default() += 1;
+        }
+        let n = state.fault_counter;
+        state.fault_counter += 1;
+        let ratio = state.fail_ratio;
+        let fail = ((n + 1) as f64 * ratio).floor() > (n as f64 * ratio).floor();
+        (
+            state.delay,
+            fail,
+            state.hang,
+            state.rate_limited,
+            state.canned.clone(),
+            state.forbidden,
+            presented.is_some_and(|p| !state.token.is_empty() && p == state.token),
+        )
+    };
+
+    if !delay.is_zero() {
+        shared.sleep(delay).await;
+    }
+    if fail {
+        if !hang.is_zero() {
+            shared.sleep(hang).await;
+        }
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            "<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Server Error (500)</title>\n</head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n",
+        )
+            .into_response();
+    }
+    if let Some(seconds) = rate_limited {
+        let mut response = detail(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("Request was throttled. Expected available in {seconds} seconds."),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return response;
+    }
+    if let Some((status, body)) = canned {
+        return (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    }
+    if forbidden || !authorized {
+        return detail(StatusCode::FORBIDDEN, "Token invalid/expired");
+    }
+    next.run(request).await
+}
+
+fn user_pk(path: &str) -> Option<i64> {
+    path.strip_prefix(USERS_PATH)?
+        .strip_suffix('/')?
+        .parse()
+        .ok()
+}
+
+fn detail(status: StatusCode, text: &str) -> Response {
+    (status, axum::Json(json!({ "detail": text }))).into_response()
+}
+
+async fn not_found() -> Response {
+    detail(StatusCode::NOT_FOUND, "Not found.")
+}
+
+async fn get_user(State(shared): State<Arc<Shared>>, Path(pk): Path<String>) -> Response {
+    // Django's lookup of a non-integer pk is a 404 as well.
+    let user = pk
+        .parse::<i64>()
+        .ok()
+        .and_then(|pk| shared.lock().users.get(&pk).cloned());
+    match user {
+        Some(user) => axum::Json(user).into_response(),
+        None => detail(StatusCode::NOT_FOUND, "No User matches the given query."),
+    }
+}
+
+async fn list_users(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return detail(StatusCode::BAD_REQUEST, "Malformed query string.");
+    };
+    // DRF: a page_size that is not a positive integer falls back to the default; a
+    // larger one is cut to the maximum.
+    let page_size = query
+        .get("page_size")
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .map_or(DEFAULT_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE));
+    let users: Vec<Value> = shared.lock().users.values().cloned().collect();
+    let Some(page) = paginate(
+        users.len() as u64,
+        page_size,
+        query.get("page").map(String::as_str),
+    ) else {
+        return detail(StatusCode::NOT_FOUND, "Invalid page.");
+    };
+    let skip = usize::try_from(page.start).unwrap_or(usize::MAX);
+    let take = usize::try_from(page.len).unwrap_or(usize::MAX);
+    let results: Vec<Value> = users.into_iter().skip(skip).take(take).collect();
+    axum::Json(json!({
+        "pagination": page.pagination,
+        "results": results,
+        "autocomplete": {},
+    }))
+    .into_response()
+}
+
+struct Page {
+    start: u64,
+    len: u64,
+    pagination: Value,
+}
+
+/// Django's `Paginator` and authentik's `Pagination.get_paginated_response`: page
+/// numbers from 1, `"last"` allowed, one empty page when there are no items; `None`
+/// for an invalid page.
+fn paginate(count: u64, page_size: u64, page: Option<&str>) -> Option<Page> {
+    let total_pages = if count == 0 {
+        1
+    } else {
+        count.div_ceil(page_size)
+    };
+    let number = match page {
+        None => 1,
+        Some("last") => total_pages,
+        Some(text) => text.trim().parse::<u64>().ok()?,
+    };
+    if number == 0 || number > total_pages {
+        return None;
+    }
+    let start = (number - 1) * page_size;
+    let end = (start + page_size).min(count);
+    Some(Page {
+        start,
+        len: end - start,
+        pagination: json!({
+            "next": if number < total_pages { number + 1 } else { 0 },
+            "previous": number - 1, // 0 on the first page
+            "count": count,
+            "current": number,
+            "total_pages": total_pages,
+            "start_index": if count == 0 { 0 } else { start + 1 },
+            "end_index": end,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagination_arithmetic_matches_django() {
+        let p = paginate(250, 100, Some("3")).expect("page 3");
+        assert_eq!((p.start, p.len), (200, 50));
+        assert_eq!(
+            p.pagination,
+            json!({"next": 0, "previous": 2, "count": 250, "current": 3, "total_pages": 3,
+                   "start_index": 201, "end_index": 250})
+        );
+        let p = paginate(250, 100, None).expect("page 1");
+        assert_eq!(p.pagination["next"], 2);
+        assert_eq!(p.pagination["previous"], 0);
+        assert_eq!(p.pagination["end_index"], 100);
+        let empty = paginate(0, 20, Some("1")).expect("one empty page");
+        assert_eq!(
+            empty.pagination,
+            json!({"next": 0, "previous": 0, "count": 0, "current": 1, "total_pages": 1,
+                   "start_index": 0, "end_index": 0})
+        );
+        assert_eq!(paginate(250, 100, Some("last")).map(|p| p.start), Some(200));
+        for bad in ["0", "4", "x", "-1", "1.5"] {
+            assert!(paginate(250, 100, Some(bad)).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn user_paths() {
+        assert_eq!(user_pk("/api/v3/core/users/7/"), Some(7));
+        assert_eq!(user_pk("/api/v3/core/users/7"), None);
+        assert_eq!(user_pk("/api/v3/core/users/"), None);
+        assert_eq!(user_pk("/api/v3/core/users/me/"), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! Test support for idsync; a dev-dependency only.
+//!
+//! - [`authentik`]: a local stand-in for Authentik's users API with fault injection
+//!   ([`authentik::AuthentikStub`]), and real-shaped user JSON
+//!   ([`authentik::fixtures`]).
+//! - [`reference`]: finds `../shared/reference` (Authentik's `schema.yml`, ...); tests
+//!   that need it skip when it is absent.
+//! - [`schema`]: validates JSON against a component of an OpenAPI 3.0 document, so the
+//!   fixtures and the stub can be checked against what Authentik documents.
+
+pub mod authentik;
+pub mod reference;
+pub mod schema;

@@ -1,0 +1,175 @@
+//! The fixtures and the stub against Authentik's own OpenAPI document
+//! (`../shared/reference/authentik/schema.yml`): what they serve must be what Authentik
+//! documents, and the validator must be able to say no. Without the reference folder
+//! these tests print a notice and pass.
+
+use idsync_testkit::authentik::{AuthentikStub, fixtures};
+use idsync_testkit::reference;
+use idsync_testkit::schema::{ComponentValidator, Strictness, validate_component};
+use serde_json::{Value, json};
+
+fn schema_or_skip() -> Option<&'static Value> {
+    let schema = reference::authentik_schema();
+    if schema.is_none() {
+        reference::print_skip();
+    }
+    schema
+}
+
+fn user_validator(doc: &Value) -> ComponentValidator {
+    ComponentValidator::new(doc, "User", Strictness::Strict).expect("User compiles")
+}
+
+fn variety() -> Vec<Value> {
+    let t = chrono::DateTime::parse_from_rfc3339("2026-02-01T10:11:12.345678Z")
+        .expect("date")
+        .to_utc();
+    vec![
+        fixtures::user(1).json(),
+        fixtures::user(2)
+            .username("jane")
+            .name("Jane Doe")
+            .email("")
+            .groups(&["staff", fixtures::ADMIN_GROUP])
+            .roles(&["auditor"])
+            .last_login(Some(t))
+            .attributes(json!({"settings": {"locale": "de"}}))
+            .json(),
+        fixtures::user(3).active(false).user_type("external").json(),
+        fixtures::user(4)
+            .user_type("service_account")
+            .path("goauthentik.io/service-accounts")
+            .without_groups_obj()
+            .json(),
+        fixtures::user(5)
+            .user_type("internal_service_account")
+            .json(),
+    ]
+}
+
+#[test]
+fn fixtures_are_valid_authentik_users() {
+    let Some(doc) = schema_or_skip() else { return };
+    let validator = user_validator(doc);
+    for user in variety() {
+        if let Err(errors) = validator.validate(&user) {
+            panic!("fixture does not match schema.yml's User: {errors:#?}\n{user:#}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn stub_pages_are_valid_paginated_user_lists() {
+    let Some(doc) = schema_or_skip() else { return };
+    let page_validator =
+        ComponentValidator::new(doc, "PaginatedUserList", Strictness::Strict).expect("compiles");
+    let user_validator = user_validator(doc);
+
+    let stub = AuthentikStub::start("secret").await;
+    for user in variety() {
+        stub.upsert(user);
+    }
+    for path in [
+        "/api/v3/core/users/?page=1&page_size=2",
+        "/api/v3/core/users/?page=3&page_size=2",
+    ] {
+        let body = get(&stub, path).await;
+        if let Err(errors) = page_validator.validate(&body) {
+            panic!("stub page does not match PaginatedUserList: {errors:#?}\n{body:#}");
+        }
+    }
+    let user = get(&stub, "/api/v3/core/users/2/").await;
+    user_validator.validate(&user).expect("stub user is a User");
+
+    // An empty list is still a valid page.
+    let empty = AuthentikStub::start("secret").await;
+    let body = get(&empty, "/api/v3/core/users/").await;
+    page_validator.validate(&body).expect("empty page is valid");
+    assert_eq!(body["pagination"]["total_pages"], 1);
+}
+
+#[test]
+fn broken_fixtures_fail() {
+    let Some(doc) = schema_or_skip() else { return };
+    let mut bad_group = fixtures::user(9).groups(&["staff"]).json();
+    bad_group["groups_obj"][0]
+        .as_object_mut()
+        .expect("group object")
+        .remove("name");
+    let cases = [
+        (
+            "missing username",
+            fixtures::user(9).remove("username").json(),
+        ),
+        (
+            "pk as string",
+            fixtures::user(9).set("pk", json!("9")).json(),
+        ),
+        ("groups_obj entry missing name", bad_group),
+        (
+            "uuid not a uuid",
+            fixtures::user(9).set("uuid", json!("nine")).json(),
+        ),
+        (
+            "date_joined not a date-time",
+            fixtures::user(9)
+                .set("date_joined", json!("yesterday"))
+                .json(),
+        ),
+        ("unknown type", fixtures::user(9).user_type("robot").json()),
+        (
+            "is_active null",
+            fixtures::user(9).set("is_active", Value::Null).json(),
+        ),
+        (
+            "missing groups_obj",
+            fixtures::user(9).remove("groups_obj").json(),
+        ),
+    ];
+    for (what, value) in cases {
+        match validate_component(doc, "User", &value) {
+            Ok(()) => panic!("{what}: validated, but should not have"),
+            Err(errors) => eprintln!("{what}: rejected: {errors:?}"),
+        }
+    }
+    // Strict mode also catches invented members, which OpenAPI itself allows.
+    let invented = fixtures::user(9).set("group_obj", json!([])).json();
+    validate_component(doc, "User", &invented).expect("lenient allows extra members");
+    assert!(user_validator(doc).validate(&invented).is_err());
+}
+
+#[test]
+fn an_absent_reference_is_a_skip_not_a_failure() {
+    // The lookup rule with an explicit folder that does not exist finds nothing...
+    let missing = std::env::temp_dir().join("idsync-no-such-reference-dir");
+    assert_eq!(
+        reference::resolve(Some(missing.into_os_string()), std::iter::empty()),
+        None
+    );
+    // ...and the tests above then take this path and pass.
+    reference::print_skip();
+    assert_eq!(
+        reference::SKIP_MESSAGE,
+        "skipped: reference absent (../shared/reference)"
+    );
+}
+
+/// A tiny HTTP/1.1 GET with the stub's token, so the contract test does not depend on
+/// the client under test.
+async fn get(stub: &AuthentikStub, path: &str) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(stub.addr())
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer secret\r\nConnection: close\r\n\r\n",
+        stub.addr()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let raw = String::from_utf8(raw).expect("utf-8");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("head and body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).expect("JSON body")
+}
