@@ -2,6 +2,7 @@
 //! CONTRACT's names and defaults) and also a flag; `idsync serve --help` lists them all.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
@@ -48,6 +49,31 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Create the database if missing, apply migrations, exit.
     Migrate,
+    /// Inspect and retry webhook inbox items.
+    #[command(subcommand)]
+    Inbox(InboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InboxCommand {
+    /// List inbox items, newest first.
+    List {
+        /// Only items with this status.
+        #[arg(long, value_parser = ["pending", "processing", "done", "ignored", "failed"])]
+        status: Option<String>,
+        /// At most this many items.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Make a finished item (or every failed one) pending again.
+    Retry {
+        /// The item's id (`inbox_id` in intake's answer, first column of `inbox list`).
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        id: Option<uuid::Uuid>,
+        /// Retry every failed item.
+        #[arg(long)]
+        failed: bool,
+    },
 }
 
 impl Default for Command {
@@ -84,6 +110,10 @@ pub struct ServeArgs {
     #[arg(long, env = "IDSYNC_AUTHENTIK_TOKEN", hide_env_values = true)]
     pub authentik_token: Option<SecretString>,
 
+    /// Timeout of one call to Authentik's API.
+    #[arg(long, env = "IDSYNC_AUTHENTIK_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub authentik_timeout: Duration,
+
     /// Expected `iss` of access tokens, e.g. http://localhost:9000/application/o/idsync/.
     #[arg(long, env = "IDSYNC_OIDC_ISSUER")]
     pub oidc_issuer: Option<String>,
@@ -107,6 +137,26 @@ pub struct ServeArgs {
     /// CIDRs whose X-Userinfo header is believed, comma-separated [default: none].
     #[arg(long, env = "IDSYNC_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+
+    /// Sync workers in this process (inbox items processed at once).
+    #[arg(long, env = "IDSYNC_SYNC_CONCURRENCY", default_value_t = 4)]
+    pub sync_concurrency: usize,
+
+    /// How long a claimed inbox item is leased; a crashed process's items are retried after it.
+    #[arg(long, env = "IDSYNC_SYNC_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sync_lease: Duration,
+
+    /// Keep retrying an item for this long after it arrived (covers Authentik outages), then mark it failed.
+    #[arg(long, env = "IDSYNC_SYNC_DEADLINE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub sync_deadline: Duration,
+
+    /// First retry delay; doubles per attempt, with jitter.
+    #[arg(long, env = "IDSYNC_SYNC_RETRY_MIN", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sync_retry_min: Duration,
+
+    /// Longest retry delay.
+    #[arg(long, env = "IDSYNC_SYNC_RETRY_MAX", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub sync_retry_max: Duration,
 
     /// Browser origins allowed by CORS, comma-separated.
     #[arg(

@@ -1,11 +1,16 @@
-//! The `idsync` binary's library: configuration and CLI (`cli`), the HTTP edge (`http`),
-//! what each subcommand does (`commands`), and process plumbing (`telemetry`, `shutdown`).
+//! The `idsync` binary's library, in the order data flows: `intake` (webhook → inbox),
+//! `sync` (inbox → Authentik → events), the HTTP edge (`http`), and around them the
+//! configuration and CLI (`cli`), what each subcommand does (`commands`), `metrics`,
+//! and process plumbing (`telemetry`, `shutdown`).
 
 pub mod cli;
 pub mod commands;
 mod error;
 pub mod http;
+pub mod intake;
+pub mod metrics;
 pub mod shutdown;
+pub mod sync;
 pub mod telemetry;
 
 pub use error::{ApiError, CliError};

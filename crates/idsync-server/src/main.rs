@@ -11,6 +11,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or_default() {
         Command::Serve(args) => commands::serve::run(&cli.global, *args).await,
         Command::Migrate => commands::migrate::run(&cli.global).await,
+        Command::Inbox(cmd) => commands::inbox::run(&cli.global, cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,11 @@
 //! `idsync serve`: the HTTP server plus the background work, under one cancellation token.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use idsync_store::Notifier;
+use idsync_authentik::{AuthentikClient, ClientConfig};
 use idsync_store::db::{self, PoolConfig};
+use idsync_store::{EventStore, Notifier};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -14,6 +16,7 @@ use crate::CliError;
 use crate::cli::{GlobalArgs, ServeArgs};
 use crate::http::{self, AppState, Readiness};
 use crate::shutdown;
+use crate::sync::{SyncConfig, Syncer};
 
 /// How long shutdown waits for background tasks before giving up on them. SIGTERM must
 /// end the process within 5 s (orchestrators then SIGKILL), so stay under that.
@@ -24,17 +27,18 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 const NOTIFY_CAPACITY: usize = 4096;
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
-    let has_secret = args
+    let Some(webhook_secret) = args
         .webhook_secret
-        .as_ref()
-        .is_some_and(|s| !s.expose_secret().trim().is_empty());
-    if !has_secret {
+        .clone()
+        .filter(|s| !s.expose_secret().trim().is_empty())
+    else {
         return Err(CliError::Config(
             "IDSYNC_WEBHOOK_SECRET is not set: set it (or --webhook-secret) to the bearer secret \
              that Authentik's webhook headers mapping sends"
                 .to_owned(),
         ));
-    }
+    };
+    let authentik = authentik_client(&args)?;
 
     let cancel = CancellationToken::new();
     shutdown::cancel_on_signal(cancel.clone());
@@ -43,6 +47,33 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     let readiness = Readiness::default();
     let tracker = TaskTracker::new();
     let notifier = Notifier::new(NOTIFY_CAPACITY);
+    let wake_sync = Arc::new(tokio::sync::Notify::new());
+    let store = Arc::new(EventStore::new(pool.clone()));
+    let syncer = match authentik {
+        Some(client) => Some(Arc::new(Syncer::new(
+            pool.clone(),
+            store.clone(),
+            client,
+            readiness.clone(),
+            wake_sync.clone(),
+            SyncConfig {
+                concurrency: args.sync_concurrency,
+                lease: args.sync_lease,
+                deadline: args.sync_deadline,
+                retry_min: args.sync_retry_min,
+                retry_max: args.sync_retry_max,
+                poll: Duration::from_secs(1),
+            },
+        ))),
+        None => {
+            readiness.warn(
+                "authentik",
+                "IDSYNC_AUTHENTIK_URL and IDSYNC_AUTHENTIK_TOKEN are not both set: webhooks are \
+                 stored and wait in the inbox",
+            );
+            None
+        }
+    };
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -54,6 +85,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         pool.clone(),
         readiness.clone(),
         notifier.clone(),
+        syncer,
         cancel.clone(),
         tracker.clone(),
     ));
@@ -61,6 +93,9 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     let state = AppState {
         pool: pool.clone(),
         readiness,
+        webhook_secret: Arc::new(webhook_secret),
+        wake_sync,
+        metrics: crate::metrics::install(),
     };
     tracing::info!(
         %addr,
@@ -94,6 +129,7 @@ async fn bootstrap(
     pool: PgPool,
     readiness: Readiness,
     notifier: Notifier,
+    syncer: Option<Arc<Syncer>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -118,5 +154,42 @@ async fn bootstrap(
             }
         }
     }
-    tracker.spawn(notifier.run(pool, cancel));
+    tracker.spawn(notifier.run(pool, cancel.clone()));
+    if let Some(syncer) = syncer {
+        for slot in 0..syncer.concurrency() {
+            tracker.spawn(syncer.clone().run(slot, cancel.clone()));
+        }
+    }
+}
+
+/// The Authentik client, when both its URL and token are set. One without the other is
+/// a configuration mistake worth refusing to start for.
+fn authentik_client(args: &ServeArgs) -> Result<Option<AuthentikClient>, CliError> {
+    let url = args
+        .authentik_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty());
+    let token = args
+        .authentik_token
+        .clone()
+        .filter(|t| !t.expose_secret().trim().is_empty());
+    match (url, token) {
+        (Some(url), Some(token)) => AuthentikClient::new(
+            url,
+            token,
+            ClientConfig {
+                request_timeout: args.authentik_timeout,
+                ..ClientConfig::default()
+            },
+        )
+            .map(Some)
+            .map_err(|e| CliError::Config(format!("IDSYNC_AUTHENTIK_URL: {e}"))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(CliError::Config(
+            "IDSYNC_AUTHENTIK_URL is set but IDSYNC_AUTHENTIK_TOKEN is not: set the service account's API token".to_owned(),
+        )),
+        (None, Some(_)) => Err(CliError::Config(
+            "IDSYNC_AUTHENTIK_TOKEN is set but IDSYNC_AUTHENTIK_URL is not: set Authentik's base URL".to_owned(),
+        )),
+    }
 }

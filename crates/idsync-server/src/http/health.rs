@@ -28,12 +28,17 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         Err(_) => reasons.push("database: no answer within 3 s".to_owned()),
     }
     reasons.extend(state.readiness.reasons());
-    if reasons.is_empty() {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
+    let warnings = state.readiness.warnings();
+    let (status, mut body) = if reasons.is_empty() {
+        (StatusCode::OK, json!({"status": "ready"}))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "reasons": reasons})),
+            json!({"status": "not_ready", "reasons": reasons}),
         )
+    };
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
     }
+    (status, Json(body))
 }

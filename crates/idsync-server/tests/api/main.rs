@@ -3,4 +3,6 @@
 
 mod health;
 mod helpers;
+mod intake;
 mod migrate;
+mod sync;

@@ -1,0 +1,210 @@
+//! `POST /authentik/webhook`: the first step of the flow. A webhook is authenticated,
+//! parsed, and stored in the inbox; 202 is sent only once that row has committed, so
+//! anything Authentik was told we accepted survives a crash. Nothing is written for a
+//! 4xx, and a database outage answers 503 so Authentik retries.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use futures::StreamExt;
+use idsync_authentik::webhook::{self, Parsed};
+use idsync_store::inbox::{self, Inserted, NewItem};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::ApiError;
+use crate::http::AppState;
+use crate::metrics::WEBHOOKS_RECEIVED;
+
+/// Largest body accepted. Authentik's bodies are well under 4 KiB.
+pub const MAX_BODY: usize = 64 * 1024;
+
+pub async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let result = handle(&state, &headers, body).await;
+    let outcome = match &result {
+        Ok((StatusCode::OK, _)) => "duplicate",
+        Ok((_, body)) if body["status"] == "ignored" => "ignored",
+        Ok(_) => "accepted",
+        Err(ApiError::Unauthorized(_)) => "unauthorized",
+        Err(ApiError::InvalidPayload(_)) => "invalid",
+        Err(ApiError::PayloadTooLarge(_)) => "too_large",
+        Err(ApiError::UnsupportedMediaType(_)) => "unsupported_media_type",
+        Err(_) => "unavailable",
+    };
+    metrics::counter!(WEBHOOKS_RECEIVED, "outcome" => outcome).increment(1);
+    result
+}
+
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    // The secret first: an unauthenticated sender learns nothing about the rest.
+    if !authorized(headers, state.webhook_secret.expose_secret()) {
+        drain(body).await;
+        return Err(ApiError::Unauthorized(
+            "missing or wrong bearer secret (Authorization: Bearer <IDSYNC_WEBHOOK_SECRET>)"
+                .to_owned(),
+        ));
+    }
+    if !is_json(headers) {
+        drain(body).await;
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be application/json".to_owned(),
+        ));
+    }
+    let bytes = read_limited(headers, body).await?;
+    let notice = match webhook::parse(&bytes).map_err(|e| ApiError::InvalidPayload(e.0))? {
+        Parsed::Ignored { reason } => {
+            tracing::debug!(%reason, "webhook ignored");
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"status": "ignored", "reason": reason})),
+            ));
+        }
+        Parsed::User(notice) => notice,
+    };
+    // serde_json accepted the bytes, so they are UTF-8.
+    let text = String::from_utf8_lossy(&bytes);
+    let inserted = inbox::insert(
+        &state.pool,
+        &NewItem {
+            event_id: notice.event_id.as_deref(),
+            action: notice.action.as_str(),
+            user_pk: notice.pk,
+            format: notice.format.as_str(),
+            body: &text,
+        },
+    )
+    .await?;
+    match inserted {
+        Inserted::New(id) => {
+            tracing::info!(inbox_id = %id, pk = notice.pk, action = notice.action.as_str(), "webhook accepted");
+            state.wake_sync.notify_waiters();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"status": "accepted", "inbox_id": id})),
+            ))
+        }
+        Inserted::Duplicate(id) => {
+            tracing::info!(inbox_id = %id, event_id = notice.event_id.as_deref(), "duplicate webhook");
+            Ok((
+                StatusCode::OK,
+                Json(json!({"status": "duplicate", "inbox_id": id})),
+            ))
+        }
+    }
+}
+
+/// `Authorization: Bearer <secret>`, compared in constant time.
+fn authorized(headers: &HeaderMap, secret: &str) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some((scheme, token)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer")
+        && bool::from(token.trim().as_bytes().ct_eq(secret.as_bytes()))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("the body is larger than {MAX_BODY} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        drain(body).await;
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(declared.map_or(1024, |n| n as usize));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::InvalidPayload(format!("could not read the body: {e}")))?;
+        if bytes.len() + chunk.len() > MAX_BODY {
+            drain(Body::from_stream(stream)).await;
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Read and discard a bounded amount of a body we are refusing. Answering while the
+/// client is still sending makes the server close the connection under it, and many
+/// clients then report a broken connection instead of our JSON error. Past the bound
+/// (or after a short time) we answer anyway: nobody gets to make us read forever.
+async fn drain(body: Body) {
+    const DRAIN_LIMIT: usize = 1024 * 1024;
+    let mut stream = body.into_data_stream();
+    let mut read = 0;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_auth(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(value).expect("header"),
+        );
+        h
+    }
+
+    #[test]
+    fn bearer_secret_must_match_exactly() {
+        assert!(authorized(&with_auth("Bearer s3cret"), "s3cret"));
+        assert!(authorized(&with_auth("bearer s3cret"), "s3cret"));
+        assert!(!authorized(&with_auth("Bearer s3cre"), "s3cret"));
+        assert!(!authorized(&with_auth("Bearer s3cret2"), "s3cret"));
+        assert!(!authorized(&with_auth("Basic s3cret"), "s3cret"));
+        assert!(!authorized(&with_auth("s3cret"), "s3cret"));
+        assert!(!authorized(&HeaderMap::new(), "s3cret"));
+    }
+
+    #[test]
+    fn json_content_type_with_parameters() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(is_json(&h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(!is_json(&h));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

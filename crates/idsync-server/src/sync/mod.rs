@@ -1,0 +1,277 @@
+//! Sync workers: inbox item → (fetch the user from Authentik) → domain command → events.
+//!
+//! Exactly-once comes from two halves. The inbox gives at-least-once: an item is only
+//! finished after its events committed, and a crash in between leaves it to be
+//! reclaimed when its lease expires. The aggregate gives idempotence: re-applying the
+//! same snapshot, or deleting twice, appends nothing. Together every accepted webhook
+//! becomes its events once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use idsync_authentik::webhook::Action;
+use idsync_authentik::{AuthentikClient, ClientError};
+use idsync_domain::{EventMetadata, Source, UserCommand, UserError};
+use idsync_store::inbox::{self, Claimed, Status};
+use idsync_store::{AppendedEvent, EventStore, StoreError};
+use rand::Rng;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::Readiness;
+use crate::metrics::{AUTHENTIK_REQUESTS, EVENTS_APPENDED, SYNC_FINISHED};
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub concurrency: usize,
+    /// How long a claimed item is ours; past it another worker may reclaim it.
+    pub lease: Duration,
+    /// Retry failures for this long after the webhook arrived, then give up.
+    pub deadline: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// How often an idle worker looks for due items (retries, other processes' intake).
+    pub poll: Duration,
+}
+
+pub struct Syncer {
+    pool: PgPool,
+    store: Arc<EventStore>,
+    client: AuthentikClient,
+    readiness: Readiness,
+    wake: Arc<Notify>,
+    config: SyncConfig,
+    /// Distinguishes this process's workers in `locked_by`.
+    process_id: String,
+}
+
+/// What became of an item.
+enum Outcome {
+    Finished {
+        status: Status,
+        outcome: String,
+    },
+    Retry {
+        error: String,
+        not_before: Option<Duration>,
+    },
+    Fail {
+        error: String,
+    },
+}
+
+impl Syncer {
+    pub fn new(
+        pool: PgPool,
+        store: Arc<EventStore>,
+        client: AuthentikClient,
+        readiness: Readiness,
+        wake: Arc<Notify>,
+        config: SyncConfig,
+    ) -> Self {
+        Self {
+            pool,
+            store,
+            client,
+            readiness,
+            wake,
+            config,
+            process_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+        }
+    }
+
+    pub fn concurrency(&self) -> usize {
+        self.config.concurrency.max(1)
+    }
+
+    /// One worker's loop, until `cancel` fires.
+    pub async fn run(self: Arc<Self>, slot: usize, cancel: CancellationToken) {
+        let worker = format!("{}-{slot}", self.process_id);
+        let mut db_backoff = Duration::from_millis(200);
+        while !cancel.is_cancelled() {
+            // Register for a wake-up before looking, so an item stored between the
+            // look and the wait is not slept through.
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match inbox::claim(&self.pool, &worker, self.config.lease, 1).await {
+                Ok(items) if !items.is_empty() => {
+                    db_backoff = Duration::from_millis(200);
+                    for item in items {
+                        self.process(item, &worker, &cancel).await;
+                    }
+                    continue;
+                }
+                Ok(_) => {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = &mut notified => {}
+                        () = tokio::time::sleep(self.config.poll) => {}
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, %worker, "cannot claim inbox items");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(db_backoff) => {}
+                    }
+                    db_backoff = (db_backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn process(&self, item: Claimed, worker: &str, cancel: &CancellationToken) {
+        let span = tracing::info_span!("sync", inbox_id = %item.id, pk = item.user_pk, action = %item.action, attempt = item.attempts);
+        let _guard = span.enter();
+        let outcome = tokio::select! {
+            // Shutdown: hand the item back rather than leave it leased.
+            () = cancel.cancelled() => {
+                drop(_guard);
+                if let Err(err) = inbox::release(&self.pool, item.id, worker).await {
+                    tracing::warn!(error = %err, inbox_id = %item.id, "could not release item on shutdown; it will be reclaimed after its lease");
+                }
+                return;
+            }
+            outcome = self.decide(&item) => outcome,
+        };
+        let recorded = match outcome {
+            Outcome::Finished { status, outcome } => {
+                metrics::counter!(SYNC_FINISHED, "outcome" => outcome.clone()).increment(1);
+                tracing::info!(%outcome, "inbox item finished");
+                inbox::finish(&self.pool, item.id, worker, status, &outcome).await
+            }
+            Outcome::Retry { error, not_before } => {
+                let age = (Utc::now() - item.received_at).to_std().unwrap_or_default();
+                if age >= self.config.deadline {
+                    metrics::counter!(SYNC_FINISHED, "outcome" => "failed").increment(1);
+                    tracing::error!(%error, "giving up on inbox item after its deadline");
+                    inbox::fail(&self.pool, item.id, worker, &error).await
+                } else {
+                    let delay = self
+                        .backoff(item.attempts)
+                        .max(not_before.unwrap_or_default());
+                    tracing::warn!(%error, retry_in = ?delay, "inbox item will be retried");
+                    let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                    inbox::retry_later(&self.pool, item.id, worker, at, &error).await
+                }
+            }
+            Outcome::Fail { error } => {
+                metrics::counter!(SYNC_FINISHED, "outcome" => "failed").increment(1);
+                tracing::error!(%error, "inbox item failed");
+                inbox::fail(&self.pool, item.id, worker, &error).await
+            }
+        };
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("lease lost before the item was recorded; another worker owns it")
+            }
+            // The item stays leased and is reclaimed later; its events, if any, are
+            // committed and a re-run appends nothing.
+            Err(err) => tracing::warn!(error = %err, "could not record the item's result"),
+        }
+    }
+
+    async fn decide(&self, item: &Claimed) -> Outcome {
+        let pk = item.user_pk;
+        let metadata = EventMetadata::new(Source::Webhook, item.event_id.clone(), item.received_at);
+        let command = match Action::parse(&item.action) {
+            Some(Action::Deleted) => UserCommand::Delete { pk },
+            Some(Action::Created | Action::Updated) => {
+                let fetched = self.client.get_user(pk).await;
+                let result = match &fetched {
+                    Ok(_) => "ok",
+                    Err(e) => e.kind(),
+                };
+                metrics::counter!(AUTHENTIK_REQUESTS, "result" => result).increment(1);
+                match fetched {
+                    Ok(user) => {
+                        self.readiness.clear("authentik");
+                        UserCommand::ApplySnapshot(user.to_snapshot())
+                    }
+                    Err(ClientError::NotFound) => {
+                        self.readiness.clear("authentik");
+                        // Deleted in Authentik before we got to it: its model_deleted
+                        // webhook (or reconcile) carries the rest.
+                        return finished(Status::Done, "not_found");
+                    }
+                    Err(err @ ClientError::Auth { .. }) => {
+                        tracing::error!(error = %err, "Authentik rejected idsync's API token: check IDSYNC_AUTHENTIK_TOKEN (intent api, not expired)");
+                        self.readiness
+                            .set("authentik", format!("API token rejected: {err}"));
+                        return retry(err, None);
+                    }
+                    Err(ClientError::RateLimited { retry_after }) => {
+                        return retry(ClientError::RateLimited { retry_after }, retry_after);
+                    }
+                    Err(err) => return retry(err, None),
+                }
+            }
+            None => {
+                return Outcome::Fail {
+                    error: format!("unknown action {:?}", item.action),
+                };
+            }
+        };
+        match self.store.execute(pk, command, &metadata).await {
+            Ok(events) => {
+                count_appended(&events);
+                finished(Status::Done, outcome_of(&item.action, &events))
+            }
+            // Authentik never reuses a pk: a snapshot of a deleted user is stale.
+            Err(StoreError::Domain(UserError::Deleted { .. })) => {
+                finished(Status::Ignored, "user_deleted")
+            }
+            Err(StoreError::Domain(err)) => Outcome::Fail {
+                error: err.to_string(),
+            },
+            Err(err) => retry(err, None),
+        }
+    }
+
+    /// Exponential from `retry_min`, capped at `retry_max`, with jitter so a burst of
+    /// items failing together does not retry together.
+    fn backoff(&self, attempts: i32) -> Duration {
+        let exp = attempts.saturating_sub(1).clamp(0, 30) as u32;
+        let base = self
+            .config
+            .retry_min
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(self.config.retry_max);
+        base.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+}
+
+fn finished(status: Status, outcome: &str) -> Outcome {
+    Outcome::Finished {
+        status,
+        outcome: outcome.to_owned(),
+    }
+}
+
+fn retry(error: impl std::fmt::Display, not_before: Option<Duration>) -> Outcome {
+    Outcome::Retry {
+        error: error.to_string(),
+        not_before,
+    }
+}
+
+fn count_appended(events: &[AppendedEvent]) {
+    for event in events {
+        metrics::counter!(EVENTS_APPENDED, "type" => event.event_type()).increment(1);
+    }
+}
+
+/// The outcome recorded on the item: which event it produced, or that none was needed.
+fn outcome_of(action: &str, events: &[AppendedEvent]) -> &'static str {
+    match events.first().map(AppendedEvent::event_type).as_deref() {
+        Some("UserRegistered") => "registered",
+        Some("UserUpdated") => "updated",
+        Some("UserDeleted") => "deleted",
+        _ if action == Action::Deleted.as_str() => "already_absent",
+        _ => "unchanged",
+    }
+}

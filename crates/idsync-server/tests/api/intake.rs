@@ -1,0 +1,297 @@
+//! Every row of the CONTRACT's webhook intake table, against the real binary. Without
+//! Authentik configured, accepted items simply wait in the inbox, which lets these
+//! tests look at exactly what intake wrote.
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::{App, SECRET, admin, database_of, spawn_app, url_for};
+
+async fn start(pool: &PgPool) -> App {
+    let db = database_of(pool).await;
+    let app = spawn_app(&url_for(&db), &[]).await;
+    app.wait_ready().await;
+    app
+}
+
+pub async fn post(
+    app: &App,
+    body: impl Into<reqwest::Body>,
+    content_type: Option<&str>,
+    auth: Option<&str>,
+) -> (u16, Value) {
+    let mut req = app.http.post(app.url("/authentik/webhook")).body(body);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let resp = req.send().await.expect("POST webhook");
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+pub async fn post_json(app: &App, body: &Value) -> (u16, Value) {
+    post(
+        app,
+        body.to_string(),
+        Some("application/json"),
+        Some(&format!("Bearer {SECRET}")),
+    )
+    .await
+}
+
+async fn inbox_rows(pool: &PgPool) -> Vec<(String, i64, String, Option<String>)> {
+    sqlx::query_as("SELECT action, user_pk, format, event_id FROM webhook_inbox ORDER BY seq")
+        .fetch_all(pool)
+        .await
+        .expect("inbox rows")
+}
+
+fn default_body(summary: &str) -> Value {
+    json!({"body": summary, "severity": "notice", "user_email": "admin@example.org", "user_username": "akadmin"})
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_three_formats_are_accepted_and_stored(pool: PgPool) {
+    let app = start(&pool).await;
+
+    let (status, body) = post_json(&app, &json!({"event_type": "model_created", "pk": 1})).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "accepted");
+    assert!(uuid::Uuid::parse_str(body["inbox_id"].as_str().expect("inbox_id")).is_ok());
+
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let (status, body) = post_json(
+        &app,
+        &json!({
+            "event_id": event_id, "action": "model_updated", "model_app": "authentik_core",
+            "model_name": "user", "model_pk": 2, "created": "2026-11-22T10:00:00Z",
+            "actor": {"pk": 1, "username": "akadmin"}
+        }),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["status"]),
+        (202, &json!("accepted")),
+        "{body}"
+    );
+
+    let summary = "model_created: {'asn': {'asn': 64496, 'as_org': 'Example', 'network': '192.0.2.0/24'}, \
+        'geo': {'city': 'Dublin', 'country': 'IE'}, \
+        'model': {'pk': 7, 'app': 'authentik_core', 'name': \"O'Brien\", 'model_name': 'user'}, \
+        'http_request': {'args': {}, 'path': '/api/v3/core/users/', 'method': 'POST', 'request_id': 'x', 'user_agent': 'curl/8'}}";
+    let (status, body) = post_json(&app, &default_body(summary)).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (202, &json!("accepted")),
+        "{body}"
+    );
+
+    assert_eq!(
+        inbox_rows(&pool).await,
+        vec![
+            ("model_created".into(), 1, "dotnet_sample".into(), None),
+            ("model_updated".into(), 2, "mapping".into(), Some(event_id)),
+            ("model_created".into(), 7, "default_body".into(), None),
+        ]
+    );
+    let raw: String = sqlx::query_scalar("SELECT body FROM webhook_inbox WHERE user_pk = 7")
+        .fetch_one(&pool)
+        .await
+        .expect("raw body");
+    assert!(raw.contains("O'Brien"), "the raw body is kept: {raw}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_redelivered_event_id_is_a_duplicate(pool: PgPool) {
+    let app = start(&pool).await;
+    let body = json!({
+        "event_id": "0b7c3f0e-4e5a-4c1b-9d2f-6a7e8c9d0a1b", "action": "model_created",
+        "model_app": "authentik_core", "model_name": "user", "model_pk": 5
+    });
+    let (status, first) = post_json(&app, &body).await;
+    assert_eq!(status, 202);
+    for _ in 0..2 {
+        let (status, again) = post_json(&app, &body).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(
+            again,
+            json!({"status": "duplicate", "inbox_id": first["inbox_id"]})
+        );
+    }
+    // Authentik's sanitiser strips the dashes: still the same event.
+    let mut undashed = body.clone();
+    undashed["event_id"] = json!("0b7c3f0e4e5a4c1b9d2f6a7e8c9d0a1b");
+    let (status, again) = post_json(&app, &undashed).await;
+    assert_eq!((status, &again["inbox_id"]), (200, &first["inbox_id"]));
+    assert_eq!(inbox_rows(&pool).await.len(), 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn valid_but_not_a_user_event_is_ignored_and_not_stored(pool: PgPool) {
+    let app = start(&pool).await;
+    let group = default_body(
+        "model_created: {'model': {'pk': '0b7c3f0e4e5a4c1b9d2f6a7e8c9d0a1b', 'app': 'authentik_core', 'name': 'staff', 'model_name': 'group'}, 'http_request': {'method': 'POST'}}",
+    );
+    let test_button = json!({"body": "custom_notification_test: {}", "severity": "notice", "user_email": "a@b.c", "user_username": "akadmin"});
+    let mapping_group = json!({"event_id": "e1", "action": "model_updated", "model_app": "authentik_core", "model_name": "group", "model_pk": "abc"});
+    let mapping_test = json!({"event_id": "e2", "action": "custom_notification_test", "model_app": null, "model_name": null, "model_pk": null});
+    for body in [group, test_button, mapping_group, mapping_test] {
+        let (status, answer) = post_json(&app, &body).await;
+        assert_eq!(status, 202, "{body} → {answer}");
+        assert_eq!(answer["status"], "ignored");
+        assert!(
+            answer["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{answer}"
+        );
+    }
+    assert!(inbox_rows(&pool).await.is_empty());
+}
+
+#[sqlx::test(migrations = false)]
+async fn bad_requests_get_json_errors_and_write_nothing(pool: PgPool) {
+    let app = start(&pool).await;
+    let auth = format!("Bearer {SECRET}");
+    let good = json!({"event_type": "model_created", "pk": 1}).to_string();
+
+    /// One row of the CONTRACT's table: what is sent, and the status and error code expected.
+    struct Case<'a> {
+        name: &'a str,
+        body: String,
+        content_type: Option<&'a str>,
+        auth: Option<String>,
+        status: u16,
+        error: &'a str,
+    }
+    let case = |name, body: String, content_type, auth: Option<String>, status, error| Case {
+        name,
+        body,
+        content_type,
+        auth,
+        status,
+        error,
+    };
+    let cases = vec![
+        case("malformed JSON", "{\"event_type\": ".into(), Some("application/json"), Some(auth.clone()), 400, "invalid_payload"),
+        case("missing pk", json!({"event_type": "model_created"}).to_string(), Some("application/json"), Some(auth.clone()), 400, "invalid_payload"),
+        case("null pk", json!({"event_type": "model_created", "pk": null}).to_string(), Some("application/json"), Some(auth.clone()), 400, "invalid_payload"),
+        case("zero pk", json!({"event_type": "model_created", "pk": 0}).to_string(), Some("application/json"), Some(auth.clone()), 400, "invalid_payload"),
+        case("negative pk", json!({"action": "model_deleted", "model_app": "authentik_core", "model_name": "user", "model_pk": -4}).to_string(), Some("application/json"), Some(auth.clone()), 400, "invalid_payload"),
+        case("unknown action", json!({"event_type": "model_exploded", "pk": 1}).to_string(), Some("application/json"), Some(auth.clone()), 400, "invalid_payload"),
+        case("default body unreadable", json!({"body": "model_created: {'model': oops}"}).to_string(), Some("application/json"), Some(auth.clone()), 400, "invalid_payload"),
+        case("no secret", good.clone(), Some("application/json"), None, 401, "unauthorized"),
+        case("wrong secret", good.clone(), Some("application/json"), Some("Bearer nope".into()), 401, "unauthorized"),
+        case("secret as basic auth", good.clone(), Some("application/json"), Some(format!("Basic {SECRET}")), 401, "unauthorized"),
+        case("too large", format!("{{\"event_type\": \"model_created\", \"pk\": 1, \"pad\": \"{}\"}}", "x".repeat(65 * 1024)), Some("application/json"), Some(auth.clone()), 413, "payload_too_large"),
+        case("text/plain", good.clone(), Some("text/plain"), Some(auth.clone()), 415, "unsupported_media_type"),
+        case("no content type", good.clone(), None, Some(auth.clone()), 415, "unsupported_media_type"),
+    ];
+    for Case {
+        name,
+        body,
+        content_type,
+        auth,
+        status: want_status,
+        error: want_error,
+    } in cases
+    {
+        let (status, answer) = post(&app, body, content_type, auth.as_deref()).await;
+        assert_eq!(status, want_status, "{name}: {answer}");
+        assert_eq!(answer["error"], want_error, "{name}: {answer}");
+        assert!(
+            answer["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{name}: {answer}"
+        );
+    }
+    // Wrong secret is checked before anything else: an oversized body without the
+    // secret is still just unauthorized.
+    let (status, _) = post(&app, "x".repeat(70 * 1024), Some("text/plain"), None).await;
+    assert_eq!(status, 401);
+    assert!(
+        inbox_rows(&pool).await.is_empty(),
+        "nothing is written for any 4xx"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn database_down_answers_503_so_authentik_retries(pool: PgPool) {
+    let db = database_of(&pool).await;
+    pool.close().await;
+    let app = spawn_app(&url_for(&db), &[]).await;
+    app.wait_ready().await;
+
+    let admin = admin().await;
+    sqlx::query(&format!(
+        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS false"#
+    ))
+    .execute(&admin)
+    .await
+    .expect("block connections");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&db)
+        .execute(&admin)
+        .await
+        .expect("terminate");
+    let (status, answer) = post_json(&app, &json!({"event_type": "model_created", "pk": 1})).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "unavailable");
+
+    sqlx::query(&format!(
+        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS true"#
+    ))
+    .execute(&admin)
+    .await
+    .expect("allow connections");
+    // Authentik's retry then succeeds.
+    let (status, _) = post_json(&app, &json!({"event_type": "model_created", "pk": 1})).await;
+    assert_eq!(status, 202);
+}
+
+#[sqlx::test(migrations = false)]
+async fn without_authentik_items_wait_and_readyz_says_why(pool: PgPool) {
+    let app = start(&pool).await;
+    let (status, _) = post_json(&app, &json!({"event_type": "model_created", "pk": 3})).await;
+    assert_eq!(status, 202);
+    let ready: Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    let warnings = ready["warnings"].to_string();
+    assert!(warnings.contains("IDSYNC_AUTHENTIK_URL"), "{ready}");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let status: String = sqlx::query_scalar("SELECT status FROM webhook_inbox")
+        .fetch_one(&pool)
+        .await
+        .expect("row");
+    assert_eq!(status, "pending");
+
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("idsync_webhooks_received_total{outcome=\"accepted\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("idsync_inbox_items{status=\"pending\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("idsync_inbox_oldest_unfinished_age_seconds"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,348 @@
+//! The durable webhook inbox. Intake inserts; sync workers claim, then finish, retry or
+//! fail items; operators list and retry them.
+//!
+//! Claiming takes, with `FOR UPDATE SKIP LOCKED`, only items that are the earliest
+//! unfinished one of their user: so two items of one user are never in flight at once,
+//! a user's items run in arrival order, and any number of workers in any number of
+//! processes share the table without double processing. A claimed item carries a lease;
+//! a process that dies mid-item loses it when the lease expires and another worker
+//! reclaims the item. Completing checks the lease is still ours.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use crate::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Processing,
+    Done,
+    Ignored,
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::Processing,
+        Status::Done,
+        Status::Ignored,
+        Status::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Processing => "processing",
+            Status::Done => "done",
+            Status::Ignored => "ignored",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// A webhook to store.
+#[derive(Debug, Clone)]
+pub struct NewItem<'a> {
+    pub event_id: Option<&'a str>,
+    pub action: &'a str,
+    pub user_pk: i64,
+    pub format: &'a str,
+    pub body: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New(Uuid),
+    /// An item with the same `event_id` exists already: this one is a re-delivery.
+    Duplicate(Uuid),
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct Item {
+    pub id: Uuid,
+    pub seq: i64,
+    pub received_at: DateTime<Utc>,
+    pub event_id: Option<String>,
+    pub action: String,
+    pub user_pk: i64,
+    pub format: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub outcome: Option<String>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const ITEM_COLUMNS: &str = "id, seq, received_at, event_id, action, user_pk, format, status, attempts, \
+     next_attempt_at, last_error, outcome, finished_at";
+
+/// Store a webhook. Returns once the row is committed.
+pub async fn insert(pool: &PgPool, item: &NewItem<'_>) -> Result<Inserted, StoreError> {
+    let id = Uuid::now_v7();
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO webhook_inbox (id, event_id, action, user_pk, format, body)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(id)
+    .bind(item.event_id)
+    .bind(item.action)
+    .bind(item.user_pk)
+    .bind(item.format)
+    .bind(item.body)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(id) = inserted {
+        return Ok(Inserted::New(id));
+    }
+    let existing: Uuid = sqlx::query_scalar("SELECT id FROM webhook_inbox WHERE event_id = $1")
+        .bind(item.event_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(Inserted::Duplicate(existing))
+}
+
+/// A claimed item: what a worker needs to process it.
+#[derive(Debug, Clone, FromRow)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub event_id: Option<String>,
+    pub action: String,
+    pub user_pk: i64,
+    pub received_at: DateTime<Utc>,
+    /// Including this one.
+    pub attempts: i32,
+}
+
+/// Claim up to `limit` due items for `worker`, leased for `lease`.
+pub async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Claimed>, StoreError> {
+    Ok(sqlx::query_as(
+        "WITH candidate AS (
+             SELECT i.id
+               FROM webhook_inbox i
+              WHERE i.status IN ('pending', 'processing')
+                AND (i.status = 'pending' OR i.locked_until < now())
+                AND i.next_attempt_at <= now()
+                AND NOT EXISTS (
+                    SELECT 1 FROM webhook_inbox e
+                     WHERE e.user_pk = i.user_pk
+                       AND e.seq < i.seq
+                       AND e.status IN ('pending', 'processing'))
+              ORDER BY i.seq
+              LIMIT $3
+                FOR UPDATE SKIP LOCKED)
+         UPDATE webhook_inbox w
+            SET status = 'processing',
+                locked_until = now() + make_interval(secs => $2),
+                locked_by = $1,
+                attempts = w.attempts + 1
+           FROM candidate
+          WHERE w.id = candidate.id
+         RETURNING w.id, w.event_id, w.action, w.user_pk, w.received_at, w.attempts",
+    )
+    .bind(worker)
+    .bind(lease.as_secs_f64())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Finish a claimed item as `done` or `ignored` with its outcome. False when the lease
+/// was lost (another worker reclaimed the item; its result stands).
+pub async fn finish(
+    pool: &PgPool,
+    id: Uuid,
+    worker: &str,
+    status: Status,
+    outcome: &str,
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE webhook_inbox
+            SET status = $3, outcome = $4, finished_at = now(), locked_until = NULL, last_error = NULL
+          WHERE id = $1 AND locked_by = $2 AND status = 'processing'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(status.as_str())
+    .bind(outcome)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Put a claimed item back to be tried again at `retry_at`, recording why.
+pub async fn retry_later(
+    pool: &PgPool,
+    id: Uuid,
+    worker: &str,
+    retry_at: DateTime<Utc>,
+    error: &str,
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE webhook_inbox
+            SET status = 'pending', next_attempt_at = $3, last_error = $4, locked_until = NULL
+          WHERE id = $1 AND locked_by = $2 AND status = 'processing'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(retry_at)
+    .bind(truncate(error))
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Give up on a claimed item.
+pub async fn fail(pool: &PgPool, id: Uuid, worker: &str, error: &str) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE webhook_inbox
+            SET status = 'failed', last_error = $3, outcome = 'failed', finished_at = now(), locked_until = NULL
+          WHERE id = $1 AND locked_by = $2 AND status = 'processing'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(truncate(error))
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Hand an item back untouched (shutdown while it was in flight): it does not count as
+/// an attempt and is due at once.
+pub async fn release(pool: &PgPool, id: Uuid, worker: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE webhook_inbox
+            SET status = 'pending', locked_until = NULL, attempts = greatest(attempts - 1, 0)
+          WHERE id = $1 AND locked_by = $2 AND status = 'processing'",
+    )
+    .bind(id)
+    .bind(worker)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Items, newest first, optionally of one status.
+pub async fn list(
+    pool: &PgPool,
+    status: Option<Status>,
+    limit: i64,
+) -> Result<Vec<Item>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ITEM_COLUMNS} FROM webhook_inbox
+          WHERE $1::text IS NULL OR status = $1
+          ORDER BY seq DESC LIMIT $2"
+    ))
+    .bind(status.map(Status::as_str))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Item>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ITEM_COLUMNS} FROM webhook_inbox WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Make a finished item (failed, done or ignored) pending again, due now, with a fresh
+/// attempt count. Returns false when there is no such item or it is still unfinished.
+pub async fn retry(pool: &PgPool, id: Uuid) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE webhook_inbox
+            SET status = 'pending', attempts = 0, next_attempt_at = now(), locked_until = NULL,
+                locked_by = NULL, outcome = NULL, finished_at = NULL
+          WHERE id = $1 AND status IN ('failed', 'done', 'ignored')",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Make every failed item pending again. Returns how many.
+pub async fn retry_failed(pool: &PgPool) -> Result<u64, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE webhook_inbox
+            SET status = 'pending', attempts = 0, next_attempt_at = now(), locked_until = NULL,
+                locked_by = NULL, outcome = NULL, finished_at = NULL
+          WHERE status = 'failed'",
+    )
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected())
+}
+
+/// Items per status, every status present (0 when none).
+pub async fn counts(pool: &PgPool) -> Result<Vec<(Status, i64)>, StoreError> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM webhook_inbox GROUP BY status")
+            .fetch_all(pool)
+            .await?;
+    Ok(Status::ALL
+        .into_iter()
+        .map(|st| {
+            let n = rows
+                .iter()
+                .find(|(s, _)| s == st.as_str())
+                .map_or(0, |(_, n)| *n);
+            (st, n)
+        })
+        .collect())
+}
+
+/// Age of the oldest unfinished item, or zero.
+pub async fn oldest_unfinished_age(pool: &PgPool) -> Result<Duration, StoreError> {
+    let secs: f64 = sqlx::query_scalar(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(received_at)), 0)::float8
+           FROM webhook_inbox WHERE status IN ('pending', 'processing')",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Duration::from_secs_f64(secs.max(0.0)))
+}
+
+/// The earliest time an unfinished item becomes due (for a worker deciding how long
+/// to sleep).
+pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT min(CASE WHEN status = 'processing' THEN greatest(locked_until, next_attempt_at)
+                         ELSE next_attempt_at END)
+           FROM webhook_inbox WHERE status IN ('pending', 'processing')",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+fn truncate(text: &str) -> &str {
+    const MAX: usize = 2000;
+    if text.len() <= MAX {
+        return text;
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
