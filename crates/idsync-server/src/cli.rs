@@ -32,9 +32,27 @@ pub struct GlobalArgs {
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]
     pub database_url: String,
 
+    /// Most connections this process opens to Postgres.
+    #[arg(
+        long,
+        env = "IDSYNC_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    pub db_max_connections: u32,
+
     /// Log format [default: pretty on a terminal, else json]. Filter with RUST_LOG.
     #[arg(long, env = "IDSYNC_LOG_FORMAT", value_enum, global = true)]
     pub log_format: Option<LogFormat>,
+}
+
+impl GlobalArgs {
+    pub fn pool_config(&self) -> idsync_store::db::PoolConfig {
+        idsync_store::db::PoolConfig {
+            max_connections: self.db_max_connections.max(2),
+            ..idsync_store::db::PoolConfig::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

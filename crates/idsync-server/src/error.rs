@@ -20,6 +20,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Logged in full; the client sees only "internal error".
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -41,6 +44,11 @@ impl ApiError {
                 d.clone(),
             ),
             ApiError::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", d.clone()),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error".to_owned(),
+            ),
             ApiError::Store(e) if e.is_unavailable() => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

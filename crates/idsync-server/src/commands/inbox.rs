@@ -1,13 +1,13 @@
 //! `idsync inbox list|retry`: what an operator needs to see and unstick the inbox.
 
-use idsync_store::db::{self, PoolConfig};
+use idsync_store::db;
 use idsync_store::inbox::{self, Item, Status};
 
 use crate::CliError;
 use crate::cli::{GlobalArgs, InboxCommand};
 
 pub async fn run(global: &GlobalArgs, command: InboxCommand) -> Result<(), CliError> {
-    let pool = db::lazy_pool(&global.database_url, &PoolConfig::default())?;
+    let pool = db::lazy_pool(&global.database_url, &global.pool_config())?;
     let problems = db::migration_problems(&pool).await?;
     if !problems.is_empty() {
         return Err(CliError::Config(problems.join("; ")));

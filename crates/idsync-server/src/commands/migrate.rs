@@ -1,4 +1,4 @@
-use idsync_store::db::{self, DatabaseState, PoolConfig};
+use idsync_store::db::{self, DatabaseState};
 
 use crate::CliError;
 use crate::cli::GlobalArgs;
@@ -6,7 +6,7 @@ use crate::cli::GlobalArgs;
 /// `idsync migrate`: create the database if missing, apply migrations, say what happened.
 pub async fn run(global: &GlobalArgs) -> Result<(), CliError> {
     let name = db::database_name(&global.database_url).unwrap_or_else(|| "(default)".into());
-    let pool = db::lazy_pool(&global.database_url, &PoolConfig::default())?;
+    let pool = db::lazy_pool(&global.database_url, &global.pool_config())?;
     let report = db::migrate(&global.database_url, &pool).await?;
     if report.database == Some(DatabaseState::Created) {
         println!("created database {name}");

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idsync_authentik::{AuthentikClient, ClientConfig};
-use idsync_store::db::{self, PoolConfig};
+use idsync_store::db;
 use idsync_store::{EventStore, Notifier};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
@@ -21,6 +21,9 @@ use crate::sync::{SyncConfig, Syncer};
 /// How long shutdown waits for background tasks before giving up on them. SIGTERM must
 /// end the process within 5 s (orchestrators then SIGKILL), so stay under that.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// Concurrent intake batches being written (see `intake::queue`).
+const INTAKE_WRITERS: usize = 4;
 
 /// Broadcast capacity of live notifications: how far a slow feed reader may fall behind
 /// before it is told it lagged (and re-reads from the database).
@@ -43,7 +46,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     let cancel = CancellationToken::new();
     shutdown::cancel_on_signal(cancel.clone());
 
-    let pool = db::lazy_pool(&global.database_url, &PoolConfig::default())?;
+    let pool = db::lazy_pool(&global.database_url, &global.pool_config())?;
     let readiness = Readiness::default();
     let tracker = TaskTracker::new();
     let notifier = Notifier::new(NOTIFY_CAPACITY);
@@ -94,6 +97,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         pool: pool.clone(),
         readiness,
         webhook_secret: Arc::new(webhook_secret),
+        intake: crate::intake::IntakeQueue::start(pool.clone(), INTAKE_WRITERS),
         wake_sync,
         metrics: crate::metrics::install(),
     };

@@ -20,6 +20,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub readiness: Readiness,
     pub webhook_secret: Arc<SecretString>,
+    pub intake: intake::IntakeQueue,
     /// Wakes this process's sync workers when intake stored an item.
     pub wake_sync: Arc<Notify>,
     pub metrics: Option<PrometheusHandle>,

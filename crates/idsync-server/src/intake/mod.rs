@@ -9,10 +9,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use futures::StreamExt;
 use idsync_authentik::webhook::{self, Parsed};
-use idsync_store::inbox::{self, Inserted, NewItem};
+use idsync_store::inbox::{Inserted, NewItem};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
+
+mod queue;
+
+pub use queue::{IntakeError, IntakeQueue};
 
 use crate::ApiError;
 use crate::http::AppState;
@@ -72,18 +76,24 @@ async fn handle(
         Parsed::User(notice) => notice,
     };
     // serde_json accepted the bytes, so they are UTF-8.
-    let text = String::from_utf8_lossy(&bytes);
-    let inserted = inbox::insert(
-        &state.pool,
-        &NewItem {
-            event_id: notice.event_id.as_deref(),
+    let body = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let inserted = state
+        .intake
+        .submit(NewItem {
+            event_id: notice.event_id.clone(),
             action: notice.action.as_str(),
             user_pk: notice.pk,
             format: notice.format.as_str(),
-            body: &text,
-        },
-    )
-    .await?;
+            body,
+        })
+        .await
+        .map_err(|e| match e {
+            IntakeError::Unavailable(_) => {
+                ApiError::Unavailable("the database is unavailable; try again later".to_owned())
+            }
+            IntakeError::Failed(detail) => ApiError::Internal(detail),
+        })?;
     match inserted {
         Inserted::New(id) => {
             tracing::info!(inbox_id = %id, pk = notice.pk, action = notice.action.as_str(), "webhook accepted");

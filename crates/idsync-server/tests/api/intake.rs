@@ -245,7 +245,8 @@ async fn database_down_answers_503_so_authentik_retries(pool: PgPool) {
     .execute(&admin)
     .await
     .expect("allow connections");
-    // Authentik's retry then succeeds.
+    // Authentik's retry, a moment later, then succeeds.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let (status, _) = post_json(&app, &json!({"event_type": "model_created", "pk": 1})).await;
     assert_eq!(status, 202);
 }

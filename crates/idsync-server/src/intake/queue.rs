@@ -1,0 +1,109 @@
+//! Group commit for intake. Each request hands its row to a queue and waits; a few
+//! writer tasks take whatever is queued (up to `MAX_BATCH`), insert it with one
+//! statement in one transaction, and answer every waiting request after the commit.
+//!
+//! Durability is unchanged: a request is still answered 202 only after its own row
+//! committed. What changes is cost: under load, one commit (one WAL flush) serves many
+//! webhooks instead of one; with a single request in flight the batch is that request
+//! and nothing waits for company.
+
+use std::sync::Arc;
+
+use idsync_store::inbox::{self, Inserted, NewItem};
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// Most rows in one INSERT.
+const MAX_BATCH: usize = 512;
+/// Requests waiting for a writer before senders are made to wait (back-pressure).
+const QUEUE_CAPACITY: usize = 8192;
+
+#[derive(Debug)]
+pub enum IntakeError {
+    /// The database is not reachable: the caller should retry.
+    Unavailable(String),
+    /// Anything else; logged by the writer.
+    Failed(String),
+}
+
+struct Pending {
+    item: NewItem,
+    reply: oneshot::Sender<Result<Inserted, IntakeError>>,
+}
+
+#[derive(Clone)]
+pub struct IntakeQueue {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl IntakeQueue {
+    /// Start `writers` writer tasks. They stop when the last clone of the queue is
+    /// dropped and everything queued has been written, so shutdown answers every
+    /// request that was accepted into the queue.
+    pub fn start(pool: PgPool, writers: usize) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(write_batches(pool.clone(), rx.clone()));
+        }
+        Self { tx }
+    }
+
+    /// Store `item`; returns after its row committed.
+    pub async fn submit(&self, item: NewItem) -> Result<Inserted, IntakeError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Pending { item, reply })
+            .await
+            .map_err(|_| IntakeError::Unavailable("intake is shutting down".to_owned()))?;
+        answer
+            .await
+            .map_err(|_| IntakeError::Failed("the intake writer stopped".to_owned()))?
+    }
+}
+
+async fn write_batches(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
+    loop {
+        // Take the lock only to collect a batch, so other writers can collect the next
+        // one while this one is being written.
+        let batch = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut batch = Vec::with_capacity(16);
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let (items, replies): (Vec<NewItem>, Vec<_>) =
+            batch.into_iter().map(|p| (p.item, p.reply)).unzip();
+        match inbox::insert_many(&pool, items).await {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(err) => {
+                let unavailable = err.is_unavailable();
+                if !unavailable {
+                    tracing::error!(error = %err, rows = replies.len(), "could not store webhooks");
+                }
+                let text = err.to_string();
+                for reply in replies {
+                    let error = if unavailable {
+                        IntakeError::Unavailable(text.clone())
+                    } else {
+                        IntakeError::Failed(text.clone())
+                    };
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+    }
+}
