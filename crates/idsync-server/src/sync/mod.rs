@@ -47,6 +47,21 @@ pub struct Syncer {
     process_id: String,
 }
 
+/// What is written back to the inbox for an item.
+enum Record {
+    Finish {
+        status: Status,
+        outcome: String,
+    },
+    RetryAt {
+        at: chrono::DateTime<Utc>,
+        error: String,
+    },
+    Fail {
+        error: String,
+    },
+}
+
 /// What became of an item.
 enum Outcome {
     Finished {
@@ -137,41 +152,66 @@ impl Syncer {
             }
             outcome = self.decide(&item) => outcome,
         };
-        let recorded = match outcome {
+        let record = self.settle(&item, outcome);
+        // Recording is retried briefly: an item whose result is not recorded stays
+        // leased until its lease expires, delaying it (and its user's later items).
+        for attempt in 1..=5u32 {
+            let written = match &record {
+                Record::Finish { status, outcome } => {
+                    inbox::finish(&self.pool, item.id, worker, *status, outcome).await
+                }
+                Record::RetryAt { at, error } => {
+                    inbox::retry_later(&self.pool, item.id, worker, *at, error).await
+                }
+                Record::Fail { error } => inbox::fail(&self.pool, item.id, worker, error).await,
+            };
+            match written {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!(
+                        "lease lost before the item was recorded; another worker owns it"
+                    );
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, attempt, "could not record the item's result");
+                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                }
+            }
+        }
+        // Still leased: reclaimed after the lease. Its events, if any, are committed and
+        // a re-run appends nothing.
+    }
+
+    /// Turn an outcome into what is written to the inbox (deciding retry or give-up),
+    /// logging and counting it once.
+    fn settle(&self, item: &Claimed, outcome: Outcome) -> Record {
+        match outcome {
             Outcome::Finished { status, outcome } => {
                 metrics::counter!(SYNC_FINISHED, "outcome" => outcome.clone()).increment(1);
                 tracing::info!(%outcome, "inbox item finished");
-                inbox::finish(&self.pool, item.id, worker, status, &outcome).await
+                Record::Finish { status, outcome }
             }
             Outcome::Retry { error, not_before } => {
                 let age = (Utc::now() - item.received_at).to_std().unwrap_or_default();
                 if age >= self.config.deadline {
                     metrics::counter!(SYNC_FINISHED, "outcome" => "failed").increment(1);
                     tracing::error!(%error, "giving up on inbox item after its deadline");
-                    inbox::fail(&self.pool, item.id, worker, &error).await
+                    Record::Fail { error }
                 } else {
                     let delay = self
                         .backoff(item.attempts)
                         .max(not_before.unwrap_or_default());
                     tracing::warn!(%error, retry_in = ?delay, "inbox item will be retried");
                     let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    inbox::retry_later(&self.pool, item.id, worker, at, &error).await
+                    Record::RetryAt { at, error }
                 }
             }
             Outcome::Fail { error } => {
                 metrics::counter!(SYNC_FINISHED, "outcome" => "failed").increment(1);
                 tracing::error!(%error, "inbox item failed");
-                inbox::fail(&self.pool, item.id, worker, &error).await
+                Record::Fail { error }
             }
-        };
-        match recorded {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!("lease lost before the item was recorded; another worker owns it")
-            }
-            // The item stays leased and is reclaimed later; its events, if any, are
-            // committed and a re-run appends nothing.
-            Err(err) => tracing::warn!(error = %err, "could not record the item's result"),
         }
     }
 

@@ -227,6 +227,9 @@ async fn an_authentik_outage_delays_but_loses_nothing(pool: PgPool) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     stub.set_fail_ratio(0.0);
     settled(&pool, Duration::from_secs(60)).await;
+    if let Some(path) = std::env::var_os("IDSYNC_TEST_DUMP_LOGS") {
+        let _ = std::fs::write(path, app.logs());
+    }
 
     let events = events(&pool).await;
     let mut per_user: HashMap<i64, Vec<String>> = HashMap::new();
