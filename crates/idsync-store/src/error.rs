@@ -17,6 +17,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("event store: {0}")]
     EventStore(String),
+    /// Another process holds what this needs (a replay of the same projection...).
+    #[error("{0}")]
+    Busy(String),
     #[error("stored event at position {position} is unreadable: {reason}")]
     Corrupt { position: i64, reason: String },
 }

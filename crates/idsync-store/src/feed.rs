@@ -11,7 +11,7 @@ use crate::StoreError;
 
 /// The CONTRACT's feed item: what SSE `data:`, a WebSocket `event` message and an
 /// `/api/events` entry carry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FeedItem {
     pub position: i64,
     #[serde(rename = "type")]
@@ -19,7 +19,11 @@ pub struct FeedItem {
     pub user_pk: i64,
     pub sequence: i64,
     pub recorded_at: DateTime<Utc>,
+    /// `UserRegistered`: the user; `UserUpdated`: `pk` and the changed fields; `UserDeleted`: `pk`.
+    #[schema(value_type = Object)]
     pub data: Value,
+    /// `source` (`webhook` or `reconcile`), `event_id` when known, `received_at`.
+    #[schema(value_type = Object)]
     pub metadata: Value,
 }
 
@@ -37,12 +41,21 @@ pub async fn read_after<'e>(
     after: i64,
     limit: i64,
 ) -> Result<Vec<FeedItem>, StoreError> {
+    read_after_unbounded(db, after, limit.clamp(0, MAX_PAGE)).await
+}
+
+/// Like `read_after`, without the page cap: for replay, which reads large batches.
+pub async fn read_after_unbounded<'e>(
+    db: impl PgExecutor<'e>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<FeedItem>, StoreError> {
     let rows = sqlx::query(&format!(
         "{SELECT} WHERE aggregate_type = $1 AND global_position > $2 ORDER BY global_position LIMIT $3"
     ))
     .bind(<User as cqrs_es::Aggregate>::TYPE)
     .bind(after)
-    .bind(limit.clamp(0, MAX_PAGE))
+    .bind(limit.max(0))
     .fetch_all(db)
     .await?;
     rows.iter().map(to_item).collect()

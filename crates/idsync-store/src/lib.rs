@@ -9,6 +9,7 @@ pub mod event_store;
 pub mod feed;
 pub mod inbox;
 pub mod notify;
+pub mod projections;
 
 pub use error::StoreError;
 pub use event_store::{AppendedEvent, EventStore};

@@ -1,0 +1,859 @@
+//! Reconcile: make the event store agree with Authentik when webhooks never came.
+//!
+//! Authentik gives up on a webhook after a few minutes of retries, emits none for users
+//! created by blueprints or background tasks, and idsync may have been down. Reconcile
+//! closes those gaps: it lists every user from Authentik, compares them with the
+//! `users` read model, and for each difference sends the sync worker's own commands
+//! (`ApplySnapshot`, `Delete`) with metadata `source: reconcile`. The aggregate decides
+//! what the command means, exactly as for a webhook, so a run over a store that is
+//! already right appends nothing, and two runs racing each other (or a webhook) cannot
+//! produce duplicates.
+//!
+//! The flow, built to handle 100,000 users in seconds:
+//!
+//! ```text
+//!  read model (one query) ─┐
+//!  page 1 ─▶ total_pages ──┴▶ pages 2..N, a few in flight ─▶ compare ─┐
+//!                                                                    │ channel
+//!            users in the read model but not listed, after paging ───┤
+//!                                                                    ▼
+//!                                     commands, bounded concurrency ─▶ report
+//! ```
+//!
+//! Listing and commands overlap: a difference is acted on as soon as its page arrives.
+//!
+//! Two rules guard against acting on a stale or shifting listing. Authentik's list is
+//! not ordered by pk and users change while we page, so a user can move between pages
+//! and be missed. A user the read model has but the listing lacks is therefore fetched
+//! again by pk and deleted only if Authentik answers 404. And a user listed with
+//! differences is fetched again before the update, so a listing taken seconds ago does
+//! not overwrite what a webhook just wrote.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
+use idsync_authentik::{AuthentikClient, AuthentikUser, ClientError, UserPage};
+use idsync_domain::{
+    EventMetadata, Source, UserChanges, UserCommand, UserError, UserEvent, UserSnapshot,
+};
+use idsync_store::projections::users::{self, UserRow};
+use idsync_store::{EventStore, StoreError};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{
+    AUTHENTIK_REQUESTS, EVENTS_APPENDED, RECONCILE_LAST_DURATION, RECONCILE_LAST_RUN,
+    RECONCILE_LAST_SUCCESS, RECONCILE_LAST_USERS, RECONCILE_RUNS,
+};
+
+/// The session advisory lock that keeps reconcile runs to one at a time per database.
+pub const LOCK_KEY: &str = "idsync:reconcile";
+
+/// Attempts per Authentik call. A 100,000-user run makes a thousand calls; one 502 on
+/// the way should not throw the run away.
+const AUTHENTIK_ATTEMPTS: u32 = 4;
+
+/// Work items waiting between the listing and the command runner. Bounded so a slow
+/// database applies back-pressure to the listing instead of buffering everything.
+const QUEUE: usize = 4096;
+
+/// How a run is done.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Users per listing page (Authentik caps it, 100 by default).
+    pub page_size: u32,
+    /// Decide and report, write nothing.
+    pub dry_run: bool,
+    /// Listing pages fetched at once.
+    pub pages_in_flight: usize,
+    /// Users checked or commands run at once. Each holds a database connection (and may
+    /// make one Authentik call), so keep it below the pool size.
+    pub commands_in_flight: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            page_size: 100,
+            dry_run: false,
+            pages_in_flight: 8,
+            commands_in_flight: 16,
+        }
+    }
+}
+
+/// Where users come from: Authentik's API, or a stand-in in tests.
+pub trait Directory: Send + Sync {
+    /// One page of the user list, pages counted from 1.
+    fn list_users(
+        &self,
+        page: u32,
+        page_size: u32,
+    ) -> impl Future<Output = Result<UserPage, ClientError>> + Send;
+
+    /// One user by pk; [`ClientError::NotFound`] when Authentik has no such user.
+    fn get_user(&self, pk: i64) -> impl Future<Output = Result<AuthentikUser, ClientError>> + Send;
+}
+
+impl Directory for AuthentikClient {
+    fn list_users(
+        &self,
+        page: u32,
+        page_size: u32,
+    ) -> impl Future<Output = Result<UserPage, ClientError>> + Send {
+        AuthentikClient::list_users(self, page, page_size)
+    }
+
+    fn get_user(&self, pk: i64) -> impl Future<Output = Result<AuthentikUser, ClientError>> + Send {
+        AuthentikClient::get_user(self, pk)
+    }
+}
+
+/// How far a run is, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Users listed so far, of the `total` Authentik announced.
+    Listed { users: u64, total: u64 },
+    /// The listing is complete; `absent` users of the read model were not in it and are
+    /// being fetched one by one.
+    ListingDone { listed: u64, absent: u64 },
+    /// Users checked or acted on, of those queued so far.
+    Applied { done: u64, queued: u64 },
+}
+
+/// What a run did (or, dry, would do) to one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub pk: i64,
+    pub username: String,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Listed by Authentik, unknown here: `UserRegistered`.
+    Register,
+    /// Known here with other values: `UserUpdated` with these fields.
+    Update(Vec<&'static str>),
+    /// Gone from Authentik (confirmed by a 404 for its pk): `UserDeleted`.
+    Delete,
+    /// Still in Authentik but deleted here. Authentik never reuses a pk, so this is
+    /// stale data; left as it is.
+    Conflict,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { pk, username, kind } = self;
+        match kind {
+            ChangeKind::Register => write!(f, "register {pk} {username} (missing here)"),
+            ChangeKind::Update(fields) => {
+                write!(f, "update {pk} {username}: {}", fields.join(", "))
+            }
+            ChangeKind::Delete => write!(f, "delete {pk} {username} (gone from Authentik)"),
+            ChangeKind::Conflict => write!(
+                f,
+                "conflict {pk} {username}: deleted here but still in Authentik; left as is"
+            ),
+        }
+    }
+}
+
+/// Users by result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub registered: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    pub conflicts: u64,
+}
+
+impl Counts {
+    /// `(result label, count)`, in the order of the summary and the metric's labels.
+    pub fn by_result(&self) -> [(&'static str, u64); 5] {
+        [
+            ("registered", self.registered),
+            ("updated", self.updated),
+            ("deleted", self.deleted),
+            ("unchanged", self.unchanged),
+            ("conflict", self.conflicts),
+        ]
+    }
+
+    fn add(&mut self, kind: Option<&ChangeKind>) {
+        match kind {
+            None => self.unchanged += 1,
+            Some(ChangeKind::Register) => self.registered += 1,
+            Some(ChangeKind::Update(_)) => self.updated += 1,
+            Some(ChangeKind::Delete) => self.deleted += 1,
+            Some(ChangeKind::Conflict) => self.conflicts += 1,
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub dry_run: bool,
+    /// Distinct users Authentik listed.
+    pub listed: u64,
+    pub counts: Counts,
+    /// One entry per user that changed (or would change), and per conflict, by pk.
+    pub changes: Vec<Change>,
+    pub duration: Duration,
+}
+
+impl Report {
+    /// One line: `registered 1, updated 1, deleted 1, unchanged 97, conflicts 0`, or
+    /// for a dry run `would register 1, update 1, delete 1, unchanged 97, conflicts 0`.
+    pub fn summary(&self) -> String {
+        let c = &self.counts;
+        let (prefix, register, update, delete) = if self.dry_run {
+            ("would ", "register", "update", "delete")
+        } else {
+            ("", "registered", "updated", "deleted")
+        };
+        format!(
+            "{prefix}{register} {}, {update} {}, {delete} {}, unchanged {}, conflicts {}",
+            c.registered, c.updated, c.deleted, c.unchanged, c.conflicts
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Authentik, {what}: {source}{}", hint(source))]
+    Authentik {
+        what: String,
+        #[source]
+        source: ClientError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What an operator should look at, for the errors that have one obvious cause.
+fn hint(error: &ClientError) -> &'static str {
+    match error {
+        ClientError::Auth { .. } => {
+            " (check IDSYNC_AUTHENTIK_TOKEN: an API-intent token of a user allowed to read users, not expired)"
+        }
+        ClientError::NotFound => " (check IDSYNC_AUTHENTIK_URL)",
+        _ => "",
+    }
+}
+
+/// One thing to look at, from the listing to the command runner.
+enum Work {
+    /// Listed by Authentik, not in the read model.
+    Missing(UserSnapshot),
+    /// In the read model, and listed with other values or not listed at all: fetched
+    /// again by pk before anything is decided.
+    Recheck(Box<UserRow>),
+}
+
+/// Run one reconcile. `progress` is called from the listing and the command runner as
+/// they go (possibly concurrently); it should be cheap.
+pub async fn reconcile<D: Directory>(
+    pool: &PgPool,
+    store: &EventStore,
+    directory: &D,
+    options: &Options,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Report, ReconcileError> {
+    let started = Instant::now();
+    let page_size = options.page_size.max(1);
+    // Every event of a run carries the run's start as its `received_at`.
+    let metadata = EventMetadata::new(Source::Reconcile, None, Utc::now());
+    // The read model and the first page (which tells how many pages there are) at once.
+    let (known, first) = tokio::try_join!(
+        async { users::all_active(pool).await.map_err(ReconcileError::from) },
+        fetch_page(directory, 1, page_size),
+    )?;
+    let known: HashMap<i64, UserRow> = known.into_iter().map(|row| (row.pk, row)).collect();
+    let runner = Runner {
+        store,
+        directory,
+        metadata: &metadata,
+        dry_run: options.dry_run,
+        progress,
+        queued: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+    };
+
+    let (tx, mut rx) = mpsc::channel::<Work>(QUEUE);
+    let listing = list(&runner, options, page_size, first, known, tx);
+    let applying = futures::stream::poll_fn(|cx| rx.poll_recv(cx))
+        .map(|work| runner.handle(work))
+        .buffer_unordered(options.commands_in_flight.max(1))
+        .try_fold(
+            (Counts::default(), Vec::new()),
+            |(mut counts, mut changes), change| async move {
+                counts.add(change.as_ref().map(|c| &c.kind));
+                changes.extend(change);
+                Ok((counts, changes))
+            },
+        );
+    // Either side failing ends the run at once (try_join drops the other side). What
+    // was already committed stays: each command commits alone and the next run goes on.
+    let ((listed, unchanged_in_listing), (mut counts, mut changes)) =
+        tokio::try_join!(listing, applying)?;
+    counts.unchanged += unchanged_in_listing;
+    changes.sort_by_key(|c| c.pk);
+    let report = Report {
+        dry_run: options.dry_run,
+        listed,
+        counts,
+        changes,
+        duration: started.elapsed(),
+    };
+    tracing::info!(
+        dry_run = report.dry_run,
+        listed = report.listed,
+        registered = counts.registered,
+        updated = counts.updated,
+        deleted = counts.deleted,
+        unchanged = counts.unchanged,
+        conflicts = counts.conflicts,
+        duration_ms = report.duration.as_millis() as u64,
+        "reconcile finished"
+    );
+    Ok(report)
+}
+
+/// Page through Authentik's users, queueing every difference with the read model.
+/// Returns (distinct users listed, users listed that equal the read model).
+async fn list<D: Directory>(
+    runner: &Runner<'_, D>,
+    options: &Options,
+    page_size: u32,
+    first: UserPage,
+    mut known: HashMap<i64, UserRow>,
+    tx: mpsc::Sender<Work>,
+) -> Result<(u64, u64), ReconcileError> {
+    let mut seen: HashSet<i64> = HashSet::with_capacity(known.len());
+    let mut unchanged = 0u64;
+    let mut total_pages = first.pagination.total_pages.max(1);
+    let mut announced = first.pagination.count;
+    let mut queue = Queue {
+        tx: &tx,
+        runner,
+        open: true,
+    };
+    queue
+        .page(first, &mut known, &mut seen, &mut unchanged)
+        .await;
+    (runner.progress)(Progress::Listed {
+        users: seen.len() as u64,
+        total: announced,
+    });
+
+    let mut next: u64 = 2;
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        while queue.open && in_flight.len() < options.pages_in_flight.max(1) && next <= total_pages
+        {
+            let number = u32::try_from(next).map_err(|_| ReconcileError::Authentik {
+                what: "listing users".to_owned(),
+                source: ClientError::Malformed(format!("total_pages {total_pages} is absurd")),
+            })?;
+            in_flight.push(async move {
+                (
+                    number,
+                    fetch_page(runner.directory, number, page_size).await,
+                )
+            });
+            next += 1;
+        }
+        let Some((number, result)) = in_flight.next().await else {
+            break;
+        };
+        let page = match result {
+            Ok(page) => page,
+            // A page past the end: users were deleted while we paged and the list
+            // shrank. Whoever was on it shifted to an earlier page or is gone; the
+            // recheck of unlisted users below settles which.
+            Err(ReconcileError::Authentik {
+                source: ClientError::NotFound,
+                ..
+            }) if number > 1 => continue,
+            Err(err) => return Err(err),
+        };
+        // The list grew while we paged: follow it, or the last users are never seen.
+        total_pages = total_pages.max(page.pagination.total_pages);
+        announced = announced.max(page.pagination.count);
+        queue
+            .page(page, &mut known, &mut seen, &mut unchanged)
+            .await;
+        (runner.progress)(Progress::Listed {
+            users: seen.len() as u64,
+            total: announced,
+        });
+    }
+
+    // Known here, not listed: deleted in Authentik, or just moved between pages while
+    // we listed. The runner fetches each by pk and deletes only on a 404.
+    (runner.progress)(Progress::ListingDone {
+        listed: seen.len() as u64,
+        absent: known.len() as u64,
+    });
+    let mut absent: Vec<UserRow> = known.into_values().collect();
+    absent.sort_by_key(|row| row.pk);
+    for row in absent {
+        queue.push(Work::Recheck(Box::new(row))).await;
+    }
+    Ok((seen.len() as u64, unchanged))
+}
+
+/// The sending end of the work queue. Once the runner has stopped (it failed, and its
+/// error is what the run returns), sending is pointless and the listing winds down.
+struct Queue<'a, 'r, D> {
+    tx: &'a mpsc::Sender<Work>,
+    runner: &'a Runner<'r, D>,
+    open: bool,
+}
+
+impl<D> Queue<'_, '_, D> {
+    async fn push(&mut self, work: Work) {
+        if !self.open {
+            return;
+        }
+        self.runner.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(work).await.is_err() {
+            self.open = false;
+        }
+    }
+
+    /// Compare one page with the read model; queue what differs.
+    async fn page(
+        &mut self,
+        page: UserPage,
+        known: &mut HashMap<i64, UserRow>,
+        seen: &mut HashSet<i64>,
+        unchanged: &mut u64,
+    ) {
+        for user in page.users {
+            // A user can be listed twice when the list shifts under us; once is enough.
+            if !seen.insert(user.pk) {
+                continue;
+            }
+            let listed = user.to_snapshot();
+            match known.remove(&user.pk) {
+                None => self.push(Work::Missing(listed)).await,
+                Some(row) if UserChanges::between(&row.to_snapshot(), &listed).is_empty() => {
+                    *unchanged += 1;
+                }
+                Some(row) => self.push(Work::Recheck(Box::new(row))).await,
+            }
+        }
+    }
+}
+
+/// Turns work items into commands (or, dry, into decisions).
+struct Runner<'a, D> {
+    store: &'a EventStore,
+    directory: &'a D,
+    metadata: &'a EventMetadata,
+    dry_run: bool,
+    progress: &'a (dyn Fn(Progress) + Send + Sync),
+    queued: AtomicU64,
+    done: AtomicU64,
+}
+
+impl<D: Directory> Runner<'_, D> {
+    /// What became of one user: None when nothing changed.
+    async fn handle(&self, work: Work) -> Result<Option<Change>, ReconcileError> {
+        let result = self.decide(work).await;
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        (self.progress)(Progress::Applied {
+            done,
+            queued: self.queued.load(Ordering::Relaxed),
+        });
+        result
+    }
+
+    async fn decide(&self, work: Work) -> Result<Option<Change>, ReconcileError> {
+        let (pk, username, command) = match work {
+            Work::Missing(snapshot) => (
+                snapshot.pk,
+                snapshot.username.clone(),
+                UserCommand::ApplySnapshot(snapshot),
+            ),
+            Work::Recheck(row) => match fetch_user(self.directory, row.pk).await {
+                Ok(user) => {
+                    let fresh = user.to_snapshot();
+                    // Equal to what we have: the listing was older than the read model.
+                    if UserChanges::between(&row.to_snapshot(), &fresh).is_empty() {
+                        return Ok(None);
+                    }
+                    (
+                        fresh.pk,
+                        fresh.username.clone(),
+                        UserCommand::ApplySnapshot(fresh),
+                    )
+                }
+                Err(ReconcileError::Authentik {
+                    source: ClientError::NotFound,
+                    ..
+                }) => (
+                    row.pk,
+                    row.username.clone(),
+                    UserCommand::Delete { pk: row.pk },
+                ),
+                Err(err) => return Err(err),
+            },
+        };
+        let events = if self.dry_run {
+            // The aggregate's own rules on its current state, without the commit.
+            match self.store.load(pk).await?.decide(command) {
+                Ok(events) => events,
+                Err(UserError::Deleted { .. } | UserError::PkMismatch { .. }) => {
+                    return Ok(Some(conflict(pk, username)));
+                }
+            }
+        } else {
+            match self.store.execute(pk, command, self.metadata).await {
+                Ok(appended) => {
+                    for event in &appended {
+                        metrics::counter!(EVENTS_APPENDED, "type" => event.event_type())
+                            .increment(1);
+                    }
+                    appended.into_iter().map(|a| a.event).collect()
+                }
+                Err(StoreError::Domain(err)) => {
+                    tracing::warn!(pk, error = %err, "reconcile: user deleted here but still in Authentik; left as is");
+                    return Ok(Some(conflict(pk, username)));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
+        let mut kind = None;
+        for event in &events {
+            kind = Some(match event {
+                UserEvent::UserRegistered(_) => ChangeKind::Register,
+                UserEvent::UserUpdated { changes, .. } => ChangeKind::Update(fields(changes)),
+                UserEvent::UserDeleted(_) => ChangeKind::Delete,
+            });
+        }
+        if let Some(kind) = &kind {
+            tracing::debug!(pk, ?kind, dry_run = self.dry_run, "reconcile change");
+        }
+        Ok(kind.map(|kind| Change { pk, username, kind }))
+    }
+}
+
+fn conflict(pk: i64, username: String) -> Change {
+    Change {
+        pk,
+        username,
+        kind: ChangeKind::Conflict,
+    }
+}
+
+/// The names (as in the CONTRACT's user) of the fields an update changes.
+fn fields(changes: &UserChanges) -> Vec<&'static str> {
+    let UserChanges {
+        uuid,
+        username,
+        email,
+        name,
+        is_active,
+        user_type,
+        groups,
+        date_joined,
+    } = changes;
+    [
+        ("uuid", uuid.is_some()),
+        ("username", username.is_some()),
+        ("email", email.is_some()),
+        ("name", name.is_some()),
+        ("is_active", is_active.is_some()),
+        ("type", user_type.is_some()),
+        ("groups", groups.is_some()),
+        ("date_joined", date_joined.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(field, changed)| changed.then_some(field))
+    .collect()
+}
+
+async fn fetch_page<D: Directory>(
+    directory: &D,
+    page: u32,
+    page_size: u32,
+) -> Result<UserPage, ReconcileError> {
+    with_retries(|| directory.list_users(page, page_size))
+        .await
+        .map_err(|source| ReconcileError::Authentik {
+            what: format!("listing users (page {page})"),
+            source,
+        })
+}
+
+async fn fetch_user<D: Directory>(directory: &D, pk: i64) -> Result<AuthentikUser, ReconcileError> {
+    with_retries(|| directory.get_user(pk))
+        .await
+        .map_err(|source| ReconcileError::Authentik {
+            what: format!("fetching user {pk}"),
+            source,
+        })
+}
+
+/// A call, retried a few times on errors that pass by themselves (5xx, timeouts, 429).
+/// Not on a rejected token: that needs an operator, and retrying a thousand pages
+/// would only hide it.
+async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    let mut attempt = 1;
+    loop {
+        let result = call().await;
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(err) => err.kind(),
+        };
+        metrics::counter!(AUTHENTIK_REQUESTS, "result" => label).increment(1);
+        let delay = match &result {
+            Err(ClientError::Transient(_)) => Duration::from_millis(250 << (attempt - 1)),
+            Err(ClientError::RateLimited { retry_after }) => retry_after
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(30)),
+            _ => return result,
+        };
+        if attempt >= AUTHENTIK_ATTEMPTS {
+            return result;
+        }
+        if let Err(err) = &result {
+            tracing::debug!(error = %err, attempt, retry_in = ?delay, "Authentik call failed; retrying");
+        }
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+/// Held while a run writes; see [`try_lock`].
+pub struct RunLock {
+    conn: PgConnection,
+}
+
+impl RunLock {
+    /// Give the lock back (closing its connection releases it).
+    pub async fn release(self) {
+        if let Err(err) = self.conn.close().await {
+            // The server drops a session's advisory locks when the session ends, which
+            // a failed close ends too.
+            tracing::debug!(error = %err, "closing the reconcile lock connection");
+        }
+    }
+}
+
+/// Take the reconcile lock, or None if another process holds it. A session advisory
+/// lock on a connection of its own (detached from the pool, so it cannot be handed to
+/// someone else while held): if this process dies, the server ends the session and the
+/// lock with it.
+pub async fn try_lock(pool: &PgPool) -> Result<Option<RunLock>, StoreError> {
+    let mut conn = pool.acquire().await?.detach();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(LOCK_KEY)
+        .fetch_one(&mut conn)
+        .await?;
+    if locked {
+        Ok(Some(RunLock { conn }))
+    } else {
+        RunLock { conn }.release().await;
+        Ok(None)
+    }
+}
+
+/// Options of serve's periodic runs: gentler than the CLI's, since the sync workers,
+/// intake and the projector share the pool.
+fn periodic_options() -> Options {
+    Options {
+        page_size: 100,
+        dry_run: false,
+        pages_in_flight: 4,
+        commands_in_flight: 4,
+    }
+}
+
+/// Serve's periodic reconcile.
+pub struct Periodic {
+    pool: PgPool,
+    store: Arc<EventStore>,
+    client: AuthentikClient,
+    interval: Duration,
+}
+
+impl Periodic {
+    /// None when `interval` is zero (periodic reconcile disabled).
+    pub fn new(
+        pool: PgPool,
+        store: Arc<EventStore>,
+        client: AuthentikClient,
+        interval: Duration,
+    ) -> Option<Self> {
+        (!interval.is_zero()).then_some(Self {
+            pool,
+            store,
+            client,
+            interval,
+        })
+    }
+
+    /// Reconcile every interval until `cancel` fires. The first run is one interval
+    /// after start, not at start: a fleet restarting together would otherwise all list
+    /// Authentik at once, and the lock makes all but one of them skip anyway.
+    pub async fn run(self, cancel: CancellationToken) {
+        tracing::info!(interval = ?self.interval, "periodic reconcile enabled");
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(self.interval) => {}
+            }
+            self.run_once(&cancel).await;
+        }
+    }
+
+    async fn run_once(&self, cancel: &CancellationToken) {
+        let started = Instant::now();
+        let lock = match try_lock(&self.pool).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                tracing::debug!("reconcile skipped: another process is running it");
+                metrics::counter!(RECONCILE_RUNS, "outcome" => "skipped").increment(1);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "reconcile failed: cannot take its lock");
+                record_failure(started.elapsed());
+                return;
+            }
+        };
+        let options = periodic_options();
+        let result = tokio::select! {
+            // Dropping a run midway is safe: each command commits alone, and the next
+            // run picks up what this one did not get to.
+            () = cancel.cancelled() => None,
+            result = reconcile(&self.pool, &self.store, &self.client, &options, &|_| {}) => Some(result),
+        };
+        lock.release().await;
+        match result {
+            None => {}
+            Some(Ok(report)) => record_success(&report),
+            Some(Err(err)) => {
+                tracing::warn!(error = %err, "reconcile failed; retried at the next interval");
+                record_failure(started.elapsed());
+            }
+        }
+    }
+}
+
+fn record_success(report: &Report) {
+    metrics::counter!(RECONCILE_RUNS, "outcome" => "ok").increment(1);
+    metrics::gauge!(RECONCILE_LAST_RUN).set(now_seconds());
+    metrics::gauge!(RECONCILE_LAST_SUCCESS).set(1.0);
+    metrics::gauge!(RECONCILE_LAST_DURATION).set(report.duration.as_secs_f64());
+    for (result, n) in report.counts.by_result() {
+        metrics::gauge!(RECONCILE_LAST_USERS, "result" => result).set(n as f64);
+    }
+}
+
+/// A failed run leaves `idsync_reconcile_last_users` at the last successful run's.
+fn record_failure(duration: Duration) {
+    metrics::counter!(RECONCILE_RUNS, "outcome" => "error").increment(1);
+    metrics::gauge!(RECONCILE_LAST_RUN).set(now_seconds());
+    metrics::gauge!(RECONCILE_LAST_SUCCESS).set(0.0);
+    metrics::gauge!(RECONCILE_LAST_DURATION).set(duration.as_secs_f64());
+}
+
+fn now_seconds() -> f64 {
+    Utc::now().timestamp_micros() as f64 / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_lines_and_summaries() {
+        let change = |kind| Change {
+            pk: 8,
+            username: "bob".into(),
+            kind,
+        };
+        assert_eq!(
+            change(ChangeKind::Register).to_string(),
+            "register 8 bob (missing here)"
+        );
+        assert_eq!(
+            change(ChangeKind::Update(vec!["email", "name"])).to_string(),
+            "update 8 bob: email, name"
+        );
+        assert_eq!(
+            change(ChangeKind::Delete).to_string(),
+            "delete 8 bob (gone from Authentik)"
+        );
+        let mut report = Report {
+            dry_run: false,
+            listed: 100,
+            counts: Counts {
+                registered: 1,
+                updated: 2,
+                deleted: 3,
+                unchanged: 94,
+                conflicts: 0,
+            },
+            changes: Vec::new(),
+            duration: Duration::ZERO,
+        };
+        assert_eq!(
+            report.summary(),
+            "registered 1, updated 2, deleted 3, unchanged 94, conflicts 0"
+        );
+        report.dry_run = true;
+        assert_eq!(
+            report.summary(),
+            "would register 1, update 2, delete 3, unchanged 94, conflicts 0"
+        );
+    }
+
+    #[test]
+    fn update_fields_use_contract_names() {
+        let changes = UserChanges {
+            email: Some("a@b.c".into()),
+            user_type: Some("external".into()),
+            groups: Some(vec![]),
+            ..UserChanges::default()
+        };
+        assert_eq!(fields(&changes), vec!["email", "type", "groups"]);
+    }
+
+    #[tokio::test]
+    async fn zero_interval_disables() {
+        // Building a pool needs no server: it connects lazily.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("lazy pool");
+        let store = Arc::new(EventStore::new(pool.clone()));
+        let client = AuthentikClient::new(
+            "http://127.0.0.1:1",
+            secrecy::SecretString::from("t"),
+            idsync_authentik::ClientConfig::default(),
+        )
+        .expect("client");
+        assert!(
+            Periodic::new(pool.clone(), store.clone(), client.clone(), Duration::ZERO).is_none()
+        );
+        assert!(Periodic::new(pool, store, client, Duration::from_secs(1)).is_some());
+    }
+}

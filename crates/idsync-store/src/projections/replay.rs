@@ -1,0 +1,146 @@
+//! Rebuilding a read model from position 0 without readers ever seeing it half built.
+//!
+//! The new model is built in `<table>_rebuild` beside the live one, in set-based
+//! batches. Then one transaction takes the projection's checkpoint row lock (so the
+//! live projector, which takes it for every batch, waits), applies whatever arrived in
+//! the meantime, swaps the tables by renaming them, and moves the checkpoint. Readers
+//! see either the old model or the new one; the live projector resumes on the new one
+//! from the new checkpoint.
+
+use std::time::Instant;
+
+use sqlx::{Connection, PgPool};
+
+use super::Projection;
+use crate::{StoreError, feed};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplayReport {
+    pub events: u64,
+    pub position: i64,
+    pub seconds: f64,
+}
+
+/// Progress of a replay: events applied so far and the log's head when last looked at
+/// (it grows while events keep arriving).
+pub trait Progress {
+    fn update(&mut self, done: u64, head: i64);
+}
+
+impl<F: FnMut(u64, i64)> Progress for F {
+    fn update(&mut self, done: u64, head: i64) {
+        self(done, head)
+    }
+}
+
+pub async fn replay<P: Projection>(
+    projection: &P,
+    pool: &PgPool,
+    batch: i64,
+    mut progress: impl Progress,
+) -> Result<ReplayReport, StoreError> {
+    let started = Instant::now();
+    let batch = batch.clamp(1, feed::MAX_PAGE * 50);
+    let table = P::TABLE;
+    let rebuild = format!("{table}_rebuild");
+    let mut conn = pool.acquire().await?.detach();
+
+    // One replay per projection at a time: a second would drop the first's table.
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(format!("idsync:replay:{}", P::NAME))
+        .fetch_one(&mut conn)
+        .await?;
+    if !locked {
+        return Err(StoreError::Busy(format!(
+            "another replay of {} is running",
+            P::NAME
+        )));
+    }
+
+    sqlx::query(&format!("DROP TABLE IF EXISTS {rebuild}"))
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(&format!(
+        "CREATE TABLE {rebuild} (LIKE {table} INCLUDING ALL)"
+    ))
+    .execute(&mut conn)
+    .await?;
+
+    let mut position = 0;
+    let mut done: u64 = 0;
+    let mut head = feed::head(&mut conn).await?;
+    progress.update(0, head);
+    loop {
+        let items = feed::read_after_unbounded(&mut conn, position, batch).await?;
+        let Some(last) = items.last().map(|i| i.position) else {
+            break;
+        };
+        projection.apply(&mut conn, &rebuild, &items).await?;
+        position = last;
+        done += items.len() as u64;
+        if position >= head {
+            head = feed::head(&mut conn).await?;
+        }
+        progress.update(done, head);
+        if (items.len() as i64) < batch {
+            break;
+        }
+    }
+
+    // The swap. Waiting for the checkpoint row lock means waiting for the live
+    // projector's current batch; after our commit it continues from our position.
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+        .bind(P::NAME)
+        .fetch_one(&mut *tx)
+        .await?;
+    loop {
+        let items = feed::read_after_unbounded(&mut *tx, position, batch).await?;
+        let Some(last) = items.last().map(|i| i.position) else {
+            break;
+        };
+        projection.apply(&mut tx, &rebuild, &items).await?;
+        position = last;
+        done += items.len() as u64;
+    }
+    let old = format!("{table}_replaced");
+    for statement in [
+        format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"),
+        format!("ALTER TABLE {table} RENAME TO {old}"),
+        format!("ALTER TABLE {rebuild} RENAME TO {table}"),
+        format!("DROP TABLE {old}"),
+    ] {
+        sqlx::query(&statement).execute(&mut *tx).await?;
+    }
+    // `LIKE ... INCLUDING ALL` named the copied indexes after the rebuild table; give
+    // them their usual names back so every replay leaves the same schema.
+    let prefix = format!("{rebuild}_");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname FROM pg_indexes WHERE tablename = $1 AND starts_with(indexname, $2)",
+    )
+    .bind(table)
+    .bind(&prefix)
+    .fetch_all(&mut *tx)
+    .await?;
+    for index in indexes {
+        let renamed = format!("{table}_{}", &index[prefix.len()..]);
+        sqlx::query(&format!(r#"ALTER INDEX "{index}" RENAME TO "{renamed}""#))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(
+        "UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
+    )
+    .bind(P::NAME)
+    .bind(position)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    progress.update(done, position);
+    let _ = conn.close().await;
+    Ok(ReplayReport {
+        events: done,
+        position,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

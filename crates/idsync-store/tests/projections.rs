@@ -1,0 +1,318 @@
+//! Projections against a real Postgres: checkpoint and read model move together,
+//! replay swaps in a complete model while events keep arriving.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use idsync_domain::{EventMetadata, Source, UserCommand, UserSnapshot};
+use idsync_store::projections::Projection;
+use idsync_store::projections::projector::{self, ProjectorConfig, ProjectorState};
+use idsync_store::projections::replay;
+use idsync_store::projections::users::{UserRow, UsersProjection};
+use idsync_store::{EventStore, Notifier, feed};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn snapshot(pk: i64, version: u32) -> UserSnapshot {
+    UserSnapshot {
+        pk,
+        uuid: Uuid::from_u128(pk as u128),
+        username: format!("user{pk}"),
+        email: format!("user{pk}.v{version}@example.org"),
+        name: format!("User {pk}"),
+        is_active: version % 3 != 2,
+        user_type: "internal".into(),
+        groups: if version.is_multiple_of(2) {
+            vec![]
+        } else {
+            vec!["staff".into(), "it's quoted".into(), r#"q"u\o,t{e}"#.into()]
+        },
+        date_joined: chrono::DateTime::from_timestamp(1_700_000_000 + pk, 0).expect("valid"),
+    }
+}
+
+fn meta() -> EventMetadata {
+    EventMetadata::new(Source::Webhook, None, Utc::now())
+}
+
+/// Registers, updates and deletes across `users` users: a realistic mix.
+async fn write_history(store: &EventStore, users: std::ops::RangeInclusive<i64>, versions: u32) {
+    for v in 0..versions {
+        for pk in users.clone() {
+            store
+                .execute(pk, UserCommand::ApplySnapshot(snapshot(pk, v)), &meta())
+                .await
+                .expect("snapshot");
+        }
+    }
+    for pk in users.clone().filter(|pk| pk % 5 == 0) {
+        store
+            .execute(pk, UserCommand::Delete { pk }, &meta())
+            .await
+            .expect("delete");
+    }
+}
+
+async fn read_model(pool: &PgPool) -> Vec<UserRow> {
+    sqlx::query_as("SELECT pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, position FROM users ORDER BY pk")
+        .fetch_all(pool)
+        .await
+        .expect("users")
+}
+
+async fn checkpoint(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = 'users'")
+        .fetch_one(pool)
+        .await
+        .expect("checkpoint")
+}
+
+async fn catch_up(pool: &PgPool, batch: i64) {
+    while projector::project_batch(&UsersProjection, pool, batch)
+        .await
+        .expect("batch")
+        > 0
+    {}
+}
+
+/// What the event stream says each user is, straight from the aggregates.
+async fn expected(
+    store: &EventStore,
+    pks: std::ops::RangeInclusive<i64>,
+) -> Vec<(i64, Option<UserSnapshot>, bool)> {
+    let mut out = Vec::new();
+    for pk in pks {
+        let user = store.load(pk).await.expect("load");
+        out.push((pk, user.current().cloned(), user.is_deleted()));
+    }
+    out
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_crash_between_commit_and_projection_loses_and_repeats_nothing(pool: PgPool) {
+    let store = EventStore::new(pool.clone());
+    write_history(&store, 1..=20, 3).await;
+
+    // Part of the log is projected...
+    projector::project_batch(&UsersProjection, &pool, 15)
+        .await
+        .expect("batch");
+    assert_eq!(checkpoint(&pool).await, 15);
+    // ...then a batch is applied but the process dies before commit.
+    let mut tx = pool.begin().await.expect("begin");
+    let items = feed::read_after(&mut *tx, 15, 10).await.expect("read");
+    UsersProjection
+        .apply(&mut tx, "users", &items)
+        .await
+        .expect("apply");
+    drop(tx);
+    assert_eq!(
+        checkpoint(&pool).await,
+        15,
+        "the checkpoint did not move without its change"
+    );
+
+    // More events commit while no projector runs; then it restarts.
+    write_history(&store, 21..=25, 2).await;
+    catch_up(&pool, 7).await;
+    assert_eq!(
+        checkpoint(&pool).await,
+        feed::head(&pool).await.expect("head")
+    );
+
+    let model = read_model(&pool).await;
+    let want = expected(&store, 1..=25).await;
+    assert_eq!(model.len(), 25);
+    for (row, (pk, snapshot, deleted)) in model.iter().zip(want) {
+        assert_eq!(row.pk, pk);
+        assert_eq!(row.deleted_at.is_some(), deleted, "user {pk}");
+        if !deleted {
+            // A live user's row is exactly the aggregate's current state.
+            assert_eq!(Some(row.to_snapshot()), snapshot, "user {pk}");
+        }
+    }
+    let deleted = model.iter().filter(|r| r.deleted_at.is_some()).count();
+    assert_eq!(deleted, 5, "users 5, 10, 15, 20, 25 were deleted");
+    // Re-applying everything (a replay catching up over rows it wrote) changes nothing.
+    let before = read_model(&pool).await;
+    let mut tx = pool.begin().await.expect("begin");
+    let all = feed::read_after_unbounded(&mut *tx, 0, 100_000)
+        .await
+        .expect("read");
+    UsersProjection
+        .apply(&mut tx, "users", &all)
+        .await
+        .expect("apply again");
+    tx.commit().await.expect("commit");
+    assert_eq!(read_model(&pool).await, before);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn replay_on_a_live_system_swaps_in_a_complete_model(pool: PgPool) {
+    let store = Arc::new(EventStore::new(pool.clone()));
+    write_history(&store, 1..=300, 4).await;
+
+    // The live projector runs throughout, as inside `serve`.
+    let cancel = CancellationToken::new();
+    let notifier = Notifier::new(1024);
+    tokio::spawn(notifier.clone().run(pool.clone(), cancel.clone()));
+    let state = Arc::new(ProjectorState::default());
+    tokio::spawn(projector::run(
+        UsersProjection,
+        pool.clone(),
+        notifier,
+        ProjectorConfig {
+            batch: 200,
+            poll: Duration::from_millis(200),
+        },
+        state.clone(),
+        cancel.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while checkpoint(&pool).await < feed::head(&pool).await.expect("head") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projector never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(state.is_active());
+
+    // Writers keep appending; a reader keeps reading like the API would.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let store = store.clone();
+        let writing = writing.clone();
+        tokio::spawn(async move {
+            let mut v = 10;
+            while writing.load(Ordering::Relaxed) {
+                for pk in (1..=300).step_by(37) {
+                    let _ = store
+                        .execute(pk, UserCommand::ApplySnapshot(snapshot(pk, v)), &meta())
+                        .await;
+                }
+                store
+                    .execute(
+                        1000 + v as i64,
+                        UserCommand::ApplySnapshot(snapshot(1000 + v as i64, 0)),
+                        &meta(),
+                    )
+                    .await
+                    .expect("new user");
+                v += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let reading = Arc::new(AtomicBool::new(true));
+    let reader = {
+        let pool = pool.clone();
+        let reading = reading.clone();
+        tokio::spawn(async move {
+            let mut last = 0i64;
+            let mut reads = 0u32;
+            while reading.load(Ordering::Relaxed) {
+                let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("read users");
+                assert!(count >= 300, "a reader saw a partial model: {count} users");
+                assert!(count >= last, "the model went backwards: {last} → {count}");
+                last = count;
+                reads += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            reads
+        })
+    };
+
+    let report = replay::replay(&UsersProjection, &pool, 97, |_done: u64, _head: i64| {})
+        .await
+        .expect("replay");
+    assert!(report.events > 1000);
+
+    writing.store(false, Ordering::Relaxed);
+    writer.await.expect("writer");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while checkpoint(&pool).await < feed::head(&pool).await.expect("head") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projector did not resume after the swap"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reading.store(false, Ordering::Relaxed);
+    assert!(
+        reader.await.expect("reader") > 10,
+        "the reader really read during the replay"
+    );
+
+    // The live model equals one built from scratch now.
+    let live = read_model(&pool).await;
+    replay::replay(&UsersProjection, &pool, 1000, |_: u64, _: i64| {})
+        .await
+        .expect("fresh replay");
+    assert_eq!(read_model(&pool).await, live);
+    cancel.cancel();
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn only_one_projector_is_active_and_a_standby_takes_over(pool: PgPool) {
+    let store = EventStore::new(pool.clone());
+    write_history(&store, 1..=10, 1).await;
+    let config = ProjectorConfig {
+        batch: 100,
+        poll: Duration::from_millis(100),
+    };
+    let (a_cancel, b_cancel) = (CancellationToken::new(), CancellationToken::new());
+    let (a, b) = (
+        Arc::new(ProjectorState::default()),
+        Arc::new(ProjectorState::default()),
+    );
+    // Separate pools, as two processes would have.
+    let pool_b = PgPool::connect_with((*pool.connect_options()).clone())
+        .await
+        .expect("pool b");
+    tokio::spawn(projector::run(
+        UsersProjection,
+        pool.clone(),
+        Notifier::new(16),
+        config.clone(),
+        a.clone(),
+        a_cancel.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::spawn(projector::run(
+        UsersProjection,
+        pool_b,
+        Notifier::new(16),
+        config,
+        b.clone(),
+        b_cancel.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(a.is_active() && !b.is_active(), "exactly one is active");
+
+    a_cancel.cancel();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !b.is_active() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the standby never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    write_history(&store, 11..=12, 1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while checkpoint(&pool).await < feed::head(&pool).await.expect("head") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new leader does not project"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b_cancel.cancel();
+}
