@@ -3,15 +3,9 @@
 //! concurrency. idsync answers 202 only after its INSERT committed, so pgbench's rate is
 //! the ceiling; the target is ≥ 0.8 × of it with p99 < 25 ms.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
-use tokio::net::TcpStream;
-
-use crate::support::{BoxError, ScratchDb, Server, ms, pgbench, quantile};
+use crate::support::{BoxError, ScratchDb, Server, closed_loop, ms, pgbench};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -78,141 +72,41 @@ async fn measure(db: &ScratchDb, args: &Args) -> Result<(Figures, Figures), BoxE
     Ok((idsync, baseline))
 }
 
-/// Closed-loop load: each sender posts, waits for the answer, posts again.
+/// Closed-loop load: each sender posts a new webhook, waits for the 202, posts again.
 async fn load(server: &Server, args: &Args) -> Result<Figures, BoxError> {
+    let addr = server.addr;
+    let request = move |sender: usize, n: u64| {
+        let body = format!(
+            "{{\"event_id\":\"{}\",\"action\":\"model_created\",\"model_app\":\"authentik_core\",\
+             \"model_name\":\"user\",\"model_pk\":{},\"created\":\"2026-11-22T10:00:00Z\",\
+             \"actor\":{{\"pk\":1,\"username\":\"akadmin\"}}}}",
+            uuid::Uuid::new_v4(),
+            (sender as u64) * 1_000_000 + n
+        );
+        format!(
+            "POST /authentik/webhook HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {SECRET}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
     // Warm-up: connections, the server's pool, Postgres's caches.
-    send_for(server.addr, args.concurrency, Duration::from_secs(1)).await;
-    let started = Instant::now();
-    let results = send_for(
-        server.addr,
+    closed_loop(addr, args.concurrency, Duration::from_secs(1), 202, request).await;
+    let load = closed_loop(
+        addr,
         args.concurrency,
         Duration::from_secs(args.seconds),
+        202,
+        request,
     )
     .await;
-    let elapsed = started.elapsed();
-    let mut latencies = Vec::new();
-    let mut failed = 0;
-    for (mut lat, f) in results {
-        latencies.append(&mut lat);
-        failed += f;
-    }
-    latencies.sort_unstable();
     Ok(Figures {
-        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: quantile(&latencies, 0.50),
-        p99: quantile(&latencies, 0.99),
-        ok: latencies.len() as u64,
-        failed,
+        rate: load.rate,
+        p50: load.p50,
+        p99: load.p99,
+        ok: load.ok,
+        failed: load.failed,
     })
-}
-
-/// `senders` keep-alive connections, each sending requests back to back for `duration`.
-/// The client is a minimal HTTP/1.1 writer/reader rather than a general client: on two
-/// cores every cycle the load generator burns is taken from the server under test, and
-/// pgbench's baseline uses a lean C client too.
-async fn send_for(
-    addr: SocketAddr,
-    senders: usize,
-    duration: Duration,
-) -> Vec<(Vec<Duration>, u64)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..senders)
-        .map(|s| {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(8192);
-                let mut failed = 0u64;
-                let mut conn: Option<BufStream<TcpStream>> = None;
-                let mut n: i64 = 0;
-                let mut response = Vec::with_capacity(512);
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let body = format!(
-                        "{{\"event_id\":\"{}\",\"action\":\"model_created\",\"model_app\":\"authentik_core\",\
-                         \"model_name\":\"user\",\"model_pk\":{},\"created\":\"2026-11-22T10:00:00Z\",\
-                         \"actor\":{{\"pk\":1,\"username\":\"akadmin\"}}}}",
-                        uuid::Uuid::new_v4(),
-                        (s as i64) * 1_000_000 + n
-                    );
-                    let request = format!(
-                        "POST /authentik/webhook HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {SECRET}\r\n\
-                         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let t = Instant::now();
-                    let stream = match conn.as_mut() {
-                        Some(c) => c,
-                        None => match TcpStream::connect(addr).await {
-                            Ok(tcp) => {
-                                let _ = tcp.set_nodelay(true);
-                                conn.insert(BufStream::new(tcp))
-                            }
-                            Err(_) => {
-                                failed += 1;
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                                continue;
-                            }
-                        },
-                    };
-                    match exchange(stream, request.as_bytes(), &mut response).await {
-                        Ok(202) => latencies.push(t.elapsed()),
-                        Ok(_) => failed += 1,
-                        Err(_) => {
-                            failed += 1;
-                            conn = None;
-                        }
-                    }
-                }
-                (latencies, failed)
-            })
-        })
-        .collect();
-    tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut out = Vec::new();
-    for t in tasks {
-        if let Ok(r) = t.await {
-            out.push(r);
-        }
-    }
-    out
-}
-
-/// Send one request, read one response (status line, headers, Content-Length body).
-async fn exchange(
-    stream: &mut BufStream<TcpStream>,
-    request: &[u8],
-    scratch: &mut Vec<u8>,
-) -> std::io::Result<u16> {
-    stream.write_all(request).await?;
-    stream.flush().await?;
-    let mut status = 0u16;
-    let mut content_length = 0usize;
-    loop {
-        scratch.clear();
-        let n = stream.read_until(b'\n', scratch).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let line = std::str::from_utf8(scratch).unwrap_or("").trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if status == 0 {
-            status = line
-                .split(' ')
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-        } else if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                content_length = value.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    scratch.resize(content_length, 0);
-    stream.read_exact(scratch).await?;
-    Ok(status)
 }
 
 /// pgbench with a custom script doing the INSERT intake does, with a body of the same size.

@@ -3,7 +3,9 @@
 //!
 //! Everything here talks to loopback only, is bounded in time, and stops by itself.
 
+mod auth;
 mod intake;
+mod replay;
 mod support;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +32,12 @@ enum Bench {
     /// Durable webhook intake (202 after the inbox row commits) vs pgbench's own rate for
     /// the same single-row INSERT at the same concurrency.
     Intake(intake::Args),
+    /// Replay of N events into `users`, beside cqrs-es's QueryReplay into a GenericQuery
+    /// over a PostgresViewRepository, and Postgres's own time to read the same rows.
+    Replay(replay::Args),
+    /// A JWT-protected request answered from the token's claims (`/api/whoami`, RS256)
+    /// beside `/livez`, same concurrency, same run.
+    Auth(auth::Args),
 }
 
 #[tokio::main]
@@ -37,6 +45,8 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Intake(args) => intake::run(&cli.database_url, args).await,
+        Bench::Replay(args) => replay::run(&cli.database_url, args).await,
+        Bench::Auth(args) => auth::run(&cli.database_url, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

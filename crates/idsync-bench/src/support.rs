@@ -126,10 +126,10 @@ impl Server {
     async fn wait_ready(&self) -> Result<(), BoxError> {
         let client = reqwest::Client::new();
         for _ in 0..400 {
-            if let Ok(r) = client.get(self.url("/readyz")).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = client.get(self.url("/readyz")).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -164,10 +164,9 @@ pub fn pgbench() -> Result<PathBuf, BoxError> {
     if let Ok(out) = std::process::Command::new("pgbench")
         .arg("--version")
         .output()
+        && out.status.success()
     {
-        if out.status.success() {
-            return Ok(PathBuf::from("pgbench"));
-        }
+        return Ok(PathBuf::from("pgbench"));
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|d| {
@@ -181,4 +180,134 @@ pub fn pgbench() -> Result<PathBuf, BoxError> {
     found.pop().ok_or_else(|| {
         "pgbench not found (Debian: apt-get install postgresql-contrib or postgresql)".into()
     })
+}
+
+/// What a closed-loop load measured.
+pub struct Load {
+    pub rate: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub ok: u64,
+    pub failed: u64,
+}
+
+/// `senders` keep-alive connections, each sending the request `request(sender, n)` back
+/// to back for `duration`; a response with status `expect` counts as ok. The client is a
+/// minimal HTTP/1.1 writer/reader rather than a general client: on two cores every
+/// cycle the load generator burns is taken from the server under test.
+pub async fn closed_loop<F>(
+    addr: SocketAddr,
+    senders: usize,
+    duration: Duration,
+    expect: u16,
+    request: F,
+) -> Load
+where
+    F: Fn(usize, u64) -> Vec<u8> + Copy + Send + 'static,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    use tokio::io::BufStream;
+    use tokio::net::TcpStream;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..senders)
+        .map(|sender| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(8192);
+                let mut failed = 0u64;
+                let mut conn: Option<BufStream<TcpStream>> = None;
+                let mut scratch = Vec::with_capacity(512);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let bytes = request(sender, n);
+                    let t = Instant::now();
+                    let stream = match conn.as_mut() {
+                        Some(c) => c,
+                        None => match TcpStream::connect(addr).await {
+                            Ok(tcp) => {
+                                let _ = tcp.set_nodelay(true);
+                                conn.insert(BufStream::new(tcp))
+                            }
+                            Err(_) => {
+                                failed += 1;
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    match exchange(stream, &bytes, &mut scratch).await {
+                        Ok(status) if status == expect => latencies.push(t.elapsed()),
+                        Ok(_) => failed += 1,
+                        Err(_) => {
+                            failed += 1;
+                            conn = None;
+                        }
+                    }
+                }
+                (latencies, failed)
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        if let Ok((mut l, f)) = t.await {
+            latencies.append(&mut l);
+            failed += f;
+        }
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Load {
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: quantile(&latencies, 0.50),
+        p99: quantile(&latencies, 0.99),
+        ok: latencies.len() as u64,
+        failed,
+    }
+}
+
+/// Send one request, read one response (status line, headers, Content-Length body).
+async fn exchange(
+    stream: &mut tokio::io::BufStream<tokio::net::TcpStream>,
+    request: &[u8],
+    scratch: &mut Vec<u8>,
+) -> std::io::Result<u16> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await?;
+    stream.flush().await?;
+    let mut status = 0u16;
+    let mut content_length = 0usize;
+    loop {
+        scratch.clear();
+        let n = stream.read_until(b'\n', scratch).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let line = std::str::from_utf8(scratch).unwrap_or("").trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if status == 0 {
+            status = line
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+        } else if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            content_length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    scratch.resize(content_length, 0);
+    stream.read_exact(scratch).await?;
+    Ok(status)
 }

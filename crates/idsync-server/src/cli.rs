@@ -67,9 +67,37 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Create the database if missing, apply migrations, exit.
     Migrate,
+    /// Rebuild read models from the event log (built beside the live one, then swapped in).
+    Replay(ReplayArgs),
+    /// Compare Authentik's users with the read model and append what is missing.
+    Reconcile(ReconcileArgs),
     /// Inspect and retry webhook inbox items.
     #[command(subcommand)]
     Inbox(InboxCommand),
+    /// Check the configuration and reach every dependency: database, Authentik API, OIDC issuer.
+    Check(Box<ServeArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// The projection to rebuild.
+    #[arg(long, default_value = "users")]
+    pub projection: String,
+    /// Events per batch.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch_size: i64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    /// Print the differences; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Users per page fetched from Authentik (at most 100).
+    #[arg(long, default_value_t = 100)]
+    pub page_size: u32,
+    #[command(flatten)]
+    pub authentik: AuthentikArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +129,58 @@ impl Default for Command {
     }
 }
 
+/// How to reach Authentik's API (serve's sync workers, reconcile, check).
+#[derive(Debug, Clone, Args)]
+pub struct AuthentikArgs {
+    /// Authentik base URL, e.g. http://authentik-server:9000. Without it, webhooks wait in the inbox.
+    #[arg(long, env = "IDSYNC_AUTHENTIK_URL")]
+    pub authentik_url: Option<String>,
+
+    /// API-intent token of Authentik's service account.
+    #[arg(long, env = "IDSYNC_AUTHENTIK_TOKEN", hide_env_values = true)]
+    pub authentik_token: Option<SecretString>,
+
+    /// Timeout of one call to Authentik's API.
+    #[arg(long, env = "IDSYNC_AUTHENTIK_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub authentik_timeout: Duration,
+}
+
+impl AuthentikArgs {
+    /// The client, when both URL and token are set; None when neither is. One without
+    /// the other is a configuration mistake worth refusing to start for.
+    pub fn client(&self) -> Result<Option<idsync_authentik::AuthentikClient>, crate::CliError> {
+        use crate::CliError;
+        use secrecy::ExposeSecret;
+        let url = self
+            .authentik_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty());
+        let token = self
+            .authentik_token
+            .clone()
+            .filter(|t| !t.expose_secret().trim().is_empty());
+        match (url, token) {
+            (Some(url), Some(token)) => idsync_authentik::AuthentikClient::new(
+                url,
+                token,
+                idsync_authentik::ClientConfig {
+                    request_timeout: self.authentik_timeout,
+                    ..idsync_authentik::ClientConfig::default()
+                },
+            )
+            .map(Some)
+            .map_err(|e| CliError::Config(format!("IDSYNC_AUTHENTIK_URL: {e}"))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(CliError::Config(
+                "IDSYNC_AUTHENTIK_URL is set but IDSYNC_AUTHENTIK_TOKEN is not: set the service account's API token".to_owned(),
+            )),
+            (None, Some(_)) => Err(CliError::Config(
+                "IDSYNC_AUTHENTIK_TOKEN is set but IDSYNC_AUTHENTIK_URL is not: set Authentik's base URL".to_owned(),
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SubjectField {
     Pk,
@@ -120,17 +200,8 @@ pub struct ServeArgs {
     #[arg(long, env = "IDSYNC_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<SecretString>,
 
-    /// Authentik base URL, e.g. http://authentik-server:9000. Without it, webhooks wait in the inbox.
-    #[arg(long, env = "IDSYNC_AUTHENTIK_URL")]
-    pub authentik_url: Option<String>,
-
-    /// API-intent token of Authentik's service account.
-    #[arg(long, env = "IDSYNC_AUTHENTIK_TOKEN", hide_env_values = true)]
-    pub authentik_token: Option<SecretString>,
-
-    /// Timeout of one call to Authentik's API.
-    #[arg(long, env = "IDSYNC_AUTHENTIK_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
-    pub authentik_timeout: Duration,
+    #[command(flatten)]
+    pub authentik: AuthentikArgs,
 
     /// Expected `iss` of access tokens, e.g. http://localhost:9000/application/o/idsync/.
     #[arg(long, env = "IDSYNC_OIDC_ISSUER")]
@@ -176,6 +247,10 @@ pub struct ServeArgs {
     #[arg(long, env = "IDSYNC_SYNC_RETRY_MAX", default_value = "5m", value_parser = humantime::parse_duration)]
     pub sync_retry_max: Duration,
 
+    /// How often serve reconciles with Authentik's user list (one process per database at a time); 0 disables.
+    #[arg(long, env = "IDSYNC_RECONCILE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Duration,
+
     /// Browser origins allowed by CORS, comma-separated.
     #[arg(
         long,
@@ -187,6 +262,42 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The token verifier, when an issuer is configured.
+    pub fn oidc_verifier(&self) -> Result<Option<idsync_oidc::Verifier>, crate::CliError> {
+        let Some(issuer) = self.oidc_issuer.as_deref().filter(|i| !i.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let audiences: Vec<String> = self
+            .oidc_audience
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if audiences.is_empty() {
+            return Err(crate::CliError::Config(
+                "IDSYNC_OIDC_ISSUER is set but IDSYNC_OIDC_AUDIENCE is not: set the client id(s) tokens are issued for".to_owned(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("idsync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| crate::CliError::Config(format!("HTTP client: {e}")))?;
+        Ok(Some(idsync_oidc::Verifier::new(
+            idsync_oidc::OidcConfig {
+                issuer: issuer.trim().to_owned(),
+                discovery_url: self
+                    .oidc_discovery_url
+                    .clone()
+                    .filter(|u| !u.trim().is_empty()),
+                audiences,
+                ..idsync_oidc::OidcConfig::default()
+            },
+            http,
+        )))
+    }
+
     fn from_env() -> Self {
         #[derive(Parser)]
         struct Only {
@@ -202,6 +313,19 @@ impl ServeArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn reconcile_interval_zero_disables() {
+        // humantime accepts a bare "0" as well as "0s": both mean "no periodic reconcile".
+        for zero in ["0", "0s"] {
+            let cli = Cli::try_parse_from(["idsync", "serve", "--reconcile-interval", zero])
+                .expect("parses");
+            let Some(Command::Serve(args)) = cli.command else {
+                panic!("serve");
+            };
+            assert_eq!(args.reconcile_interval, Duration::ZERO);
+        }
+    }
 
     #[test]
     fn cli_is_well_formed() {
@@ -229,6 +353,7 @@ mod tests {
             "IDSYNC_TRUSTED_PROXIES",
             "IDSYNC_CORS_ORIGINS",
             "IDSYNC_LOG_FORMAT",
+            "IDSYNC_RECONCILE_INTERVAL",
         ] {
             assert!(help.contains(var), "{var} missing from serve --help");
         }

@@ -1,5 +1,5 @@
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use idsync_store::StoreError;
 use serde_json::json;
@@ -12,6 +12,21 @@ pub enum ApiError {
     InvalidPayload(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// No bearer token (RFC 6750: the challenge carries no error code).
+    #[error("a bearer token is required")]
+    MissingToken,
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("tokens are not accepted in the URL")]
+    TokenInUrl,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("IDSYNC_OIDC_ISSUER is not set")]
+    OidcNotConfigured,
+    #[error("{0}")]
+    AuthUnavailable(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -32,6 +47,29 @@ impl ApiError {
         match self {
             ApiError::InvalidPayload(d) => (StatusCode::BAD_REQUEST, "invalid_payload", d.clone()),
             ApiError::Unauthorized(d) => (StatusCode::UNAUTHORIZED, "unauthorized", d.clone()),
+            ApiError::MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a bearer token is required (Authorization: Bearer <access token>)".to_owned(),
+            ),
+            ApiError::InvalidToken(d) => (StatusCode::UNAUTHORIZED, "invalid_token", d.clone()),
+            ApiError::TokenInUrl => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request",
+                "tokens are not accepted in the URL (they end up in logs): send Authorization: Bearer, or use a stream ticket".to_owned(),
+            ),
+            ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, "forbidden", d.clone()),
+            ApiError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", d.clone()),
+            ApiError::OidcNotConfigured => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "oidc_not_configured",
+                "IDSYNC_OIDC_ISSUER is not set: protected endpoints need the OIDC issuer (and IDSYNC_OIDC_AUDIENCE)".to_owned(),
+            ),
+            ApiError::AuthUnavailable(d) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                format!("tokens cannot be verified right now: {d}"),
+            ),
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "not_found", d.clone()),
             ApiError::PayloadTooLarge(d) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -69,7 +107,25 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (status, Json(json!({"error": code, "detail": detail}))).into_response()
+        let mut response = (status, Json(json!({"error": code, "detail": detail}))).into_response();
+        // RFC 6750 §3: the challenge tells the client what to do about its token.
+        let challenge = match &self {
+            ApiError::MissingToken => Some(r#"Bearer realm="idsync""#.to_owned()),
+            ApiError::InvalidToken(_) | ApiError::TokenInUrl => Some(format!(
+                r#"Bearer realm="idsync", error="{code}", error_description="{}""#,
+                detail.replace(['"', '\\'], "'")
+            )),
+            ApiError::Forbidden(_) => {
+                Some(r#"Bearer realm="idsync", error="insufficient_scope""#.to_owned())
+            }
+            _ => None,
+        };
+        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
     }
 }
 

@@ -3,12 +3,15 @@
 //! configuration and CLI (`cli`), what each subcommand does (`commands`), `metrics`,
 //! and process plumbing (`telemetry`, `shutdown`).
 
+pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod commands;
 mod error;
 pub mod http;
 pub mod intake;
 pub mod metrics;
+pub mod reconcile;
 pub mod shutdown;
 pub mod sync;
 pub mod telemetry;

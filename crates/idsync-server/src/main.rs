@@ -12,6 +12,9 @@ async fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(&cli.global, *args).await,
         Command::Migrate => commands::migrate::run(&cli.global).await,
         Command::Inbox(cmd) => commands::inbox::run(&cli.global, cmd).await,
+        Command::Check(args) => commands::check::run(&cli.global, *args).await,
+        Command::Replay(args) => commands::replay::run(&cli.global, args).await,
+        Command::Reconcile(args) => commands::reconcile::run(&cli.global, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,11 +10,21 @@
 //! | `idsync_authentik_requests_total` | counter | `result`: ok, not_found, auth, rate_limited, transient, malformed |
 //! | `idsync_events_appended_total` | counter | `type` |
 //! | `idsync_sync_items_finished_total` | counter | `outcome` |
+//! | `idsync_projection_lag_events` | gauge | `projection` |
+//! | `idsync_projection_lag_seconds` | gauge | `projection` |
+//! | `idsync_reconcile_runs_total` | counter | `outcome`: ok, error, skipped (another process held the reconcile lock) |
+//! | `idsync_reconcile_last_run_timestamp_seconds` | gauge | |
+//! | `idsync_reconcile_last_success` | gauge | |
+//! | `idsync_reconcile_last_duration_seconds` | gauge | |
+//! | `idsync_reconcile_last_users` | gauge | `result`: registered, updated, deleted, unchanged, conflict |
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use idsync_store::inbox;
+use idsync_store::projections::Projection;
+use idsync_store::projections::projector;
+use idsync_store::projections::users::UsersProjection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::http::AppState;
@@ -25,6 +35,13 @@ pub const INBOX_OLDEST_AGE: &str = "idsync_inbox_oldest_unfinished_age_seconds";
 pub const AUTHENTIK_REQUESTS: &str = "idsync_authentik_requests_total";
 pub const EVENTS_APPENDED: &str = "idsync_events_appended_total";
 pub const SYNC_FINISHED: &str = "idsync_sync_items_finished_total";
+pub const PROJECTION_LAG_EVENTS: &str = "idsync_projection_lag_events";
+pub const PROJECTION_LAG_SECONDS: &str = "idsync_projection_lag_seconds";
+pub const RECONCILE_RUNS: &str = "idsync_reconcile_runs_total";
+pub const RECONCILE_LAST_RUN: &str = "idsync_reconcile_last_run_timestamp_seconds";
+pub const RECONCILE_LAST_SUCCESS: &str = "idsync_reconcile_last_success";
+pub const RECONCILE_LAST_DURATION: &str = "idsync_reconcile_last_duration_seconds";
+pub const RECONCILE_LAST_USERS: &str = "idsync_reconcile_last_users";
 
 /// Install the process-wide recorder. Returns None if one is installed already.
 pub fn install() -> Option<PrometheusHandle> {
@@ -56,8 +73,31 @@ fn describe() {
         SYNC_FINISHED,
         "Inbox items finished by the sync workers, by outcome"
     );
+    metrics::describe_counter!(
+        RECONCILE_RUNS,
+        "Periodic reconcile runs of this process, by outcome (skipped: another process held the lock)"
+    );
+    metrics::describe_gauge!(
+        RECONCILE_LAST_RUN,
+        "Unix time at which this process's last reconcile run ended"
+    );
+    metrics::describe_gauge!(
+        RECONCILE_LAST_SUCCESS,
+        "1 if this process's last reconcile run succeeded, 0 if it failed"
+    );
+    metrics::describe_gauge!(
+        RECONCILE_LAST_DURATION,
+        "Duration in seconds of this process's last reconcile run"
+    );
+    metrics::describe_gauge!(
+        RECONCILE_LAST_USERS,
+        "Users by result in this process's last successful reconcile run"
+    );
 }
 
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn render(State(state): State<AppState>) -> Response {
     let Some(handle) = &state.metrics else {
         return (
@@ -75,6 +115,12 @@ pub async fn render(State(state): State<AppState>) -> Response {
     }
     if let Ok(age) = inbox::oldest_unfinished_age(&state.pool).await {
         metrics::gauge!(INBOX_OLDEST_AGE).set(age.as_secs_f64());
+    }
+    if let Ok(lag) = projector::lag(&state.pool, UsersProjection::NAME).await {
+        metrics::gauge!(PROJECTION_LAG_EVENTS, "projection" => UsersProjection::NAME)
+            .set(lag.events as f64);
+        metrics::gauge!(PROJECTION_LAG_SECONDS, "projection" => UsersProjection::NAME)
+            .set(lag.seconds);
     }
     (
         [(

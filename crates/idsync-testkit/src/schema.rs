@@ -283,10 +283,10 @@ fn admit_null(mut schema: Map<String, Value>) -> Value {
     match schema.get("type").cloned() {
         Some(Value::String(kind)) if !has_composition => {
             schema.insert("type".to_owned(), json!([kind, "null"]));
-            if let Some(Value::Array(values)) = schema.get_mut("enum") {
-                if !values.contains(&Value::Null) {
-                    values.push(Value::Null);
-                }
+            if let Some(Value::Array(values)) = schema.get_mut("enum")
+                && !values.contains(&Value::Null)
+            {
+                values.push(Value::Null);
             }
             Value::Object(schema)
         }

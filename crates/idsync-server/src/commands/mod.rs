@@ -1,5 +1,8 @@
 //! What each subcommand does.
 
+pub mod check;
 pub mod inbox;
 pub mod migrate;
+pub mod reconcile;
+pub mod replay;
 pub mod serve;

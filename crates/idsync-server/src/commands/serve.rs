@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use idsync_authentik::{AuthentikClient, ClientConfig};
 use idsync_store::db;
+use idsync_store::projections::projector::{self, ProjectorConfig};
+use idsync_store::projections::users::UsersProjection;
 use idsync_store::{EventStore, Notifier};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
@@ -41,7 +42,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
                 .to_owned(),
         ));
     };
-    let authentik = authentik_client(&args)?;
+    let authentik = args.authentik.client()?;
+    let auth = crate::auth::Auth {
+        verifier: args.oidc_verifier()?,
+        subject: args.oidc_subject,
+        admin_group: args.admin_group.clone(),
+    };
 
     let cancel = CancellationToken::new();
     shutdown::cancel_on_signal(cancel.clone());
@@ -52,6 +58,15 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     let notifier = Notifier::new(NOTIFY_CAPACITY);
     let wake_sync = Arc::new(tokio::sync::Notify::new());
     let store = Arc::new(EventStore::new(pool.clone()));
+    // Periodic reconcile shares the Syncer's client; none without Authentik or with interval 0.
+    let reconcile = authentik.clone().and_then(|client| {
+        crate::reconcile::Periodic::new(
+            pool.clone(),
+            store.clone(),
+            client,
+            args.reconcile_interval,
+        )
+    });
     let syncer = match authentik {
         Some(client) => Some(Arc::new(Syncer::new(
             pool.clone(),
@@ -89,10 +104,17 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         readiness.clone(),
         notifier.clone(),
         syncer,
+        reconcile,
         cancel.clone(),
         tracker.clone(),
     ));
 
+    if auth.verifier.is_none() {
+        readiness.warn(
+            "oidc",
+            "IDSYNC_OIDC_ISSUER is not set: the protected API answers 503",
+        );
+    }
     let state = AppState {
         pool: pool.clone(),
         readiness,
@@ -100,6 +122,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         intake: crate::intake::IntakeQueue::start(pool.clone(), INTAKE_WRITERS),
         wake_sync,
         metrics: crate::metrics::install(),
+        auth: Arc::new(auth),
     };
     tracing::info!(
         %addr,
@@ -107,9 +130,14 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         version = env!("CARGO_PKG_VERSION"),
         "listening"
     );
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(cancel.clone().cancelled_owned())
-        .await?;
+    let router = http::router(state, &args.cors_origins);
+    // Connect info: the gateway identity (X-Userinfo) is believed only from trusted peers.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(cancel.clone().cancelled_owned())
+    .await?;
 
     // The server stopped (signal, or a listener error): stop everything else too.
     cancel.cancel();
@@ -128,12 +156,15 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
 /// Bring the database up to date, then start the work that needs it. Retried with
 /// backoff rather than fatal: in a compose stack idsync may start before Postgres
 /// accepts connections, and meanwhile `/readyz` says why it is not ready.
+// One argument per background job it starts; a struct around them would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn bootstrap(
     url: String,
     pool: PgPool,
     readiness: Readiness,
     notifier: Notifier,
     syncer: Option<Arc<Syncer>>,
+    reconcile: Option<crate::reconcile::Periodic>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -158,42 +189,21 @@ async fn bootstrap(
             }
         }
     }
+    tracker.spawn(projector::run(
+        UsersProjection,
+        pool.clone(),
+        notifier.clone(),
+        ProjectorConfig::default(),
+        Arc::default(),
+        cancel.clone(),
+    ));
     tracker.spawn(notifier.run(pool, cancel.clone()));
+    if let Some(periodic) = reconcile {
+        tracker.spawn(periodic.run(cancel.clone()));
+    }
     if let Some(syncer) = syncer {
         for slot in 0..syncer.concurrency() {
             tracker.spawn(syncer.clone().run(slot, cancel.clone()));
         }
-    }
-}
-
-/// The Authentik client, when both its URL and token are set. One without the other is
-/// a configuration mistake worth refusing to start for.
-fn authentik_client(args: &ServeArgs) -> Result<Option<AuthentikClient>, CliError> {
-    let url = args
-        .authentik_url
-        .as_deref()
-        .filter(|u| !u.trim().is_empty());
-    let token = args
-        .authentik_token
-        .clone()
-        .filter(|t| !t.expose_secret().trim().is_empty());
-    match (url, token) {
-        (Some(url), Some(token)) => AuthentikClient::new(
-            url,
-            token,
-            ClientConfig {
-                request_timeout: args.authentik_timeout,
-                ..ClientConfig::default()
-            },
-        )
-            .map(Some)
-            .map_err(|e| CliError::Config(format!("IDSYNC_AUTHENTIK_URL: {e}"))),
-        (None, None) => Ok(None),
-        (Some(_), None) => Err(CliError::Config(
-            "IDSYNC_AUTHENTIK_URL is set but IDSYNC_AUTHENTIK_TOKEN is not: set the service account's API token".to_owned(),
-        )),
-        (None, Some(_)) => Err(CliError::Config(
-            "IDSYNC_AUTHENTIK_TOKEN is set but IDSYNC_AUTHENTIK_URL is not: set Authentik's base URL".to_owned(),
-        )),
     }
 }

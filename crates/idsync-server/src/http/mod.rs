@@ -6,11 +6,17 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{intake, metrics};
 
@@ -24,6 +30,7 @@ pub struct AppState {
     /// Wakes this process's sync workers when intake stored an item.
     pub wake_sync: Arc<Notify>,
     pub metrics: Option<PrometheusHandle>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// Reasons background components give for the process not being ready (Authentik
@@ -72,11 +79,88 @@ fn render(map: &RwLock<BTreeMap<&'static str, String>>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::render))
-        .route("/authentik/webhook", post(intake::receive))
+/// Every route and its OpenAPI description come from one list, so the two cannot
+/// drift apart. `/openapi.json` and the `/docs` UI are added around it.
+pub fn router(state: AppState, cors_origins: &[String]) -> Router {
+    let (router, api) = documented_routes().split_for_parts();
+    router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .layer(cors(cors_origins))
         .with_state(state)
+}
+
+/// The OpenAPI document as served, for tests and tools.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().into_openapi()
+}
+
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::livez))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::render))
+        .routes(routes!(intake::receive))
+        .merge(crate::api::routes())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "idsync", description = "Event-sourced identity sync backend for Authentik"),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "intake", description = "Authentik's webhook"),
+        (name = "users", description = "The users read model"),
+        (name = "events", description = "The event log"),
+        (name = "feeds", description = "Live feeds"),
+        (name = "health", description = "Liveness, readiness, metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token issued by Authentik (OIDC)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "webhook_secret",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "IDSYNC_WEBHOOK_SECRET, sent by Authentik's headers mapping",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Browser origins from IDSYNC_CORS_ORIGINS; `*` is refused (credentials-bearing API).
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .map(|o| o.trim().trim_end_matches('/'))
+        .filter(|o| !o.is_empty() && *o != "*")
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }

@@ -25,6 +25,23 @@ use crate::metrics::WEBHOOKS_RECEIVED;
 /// Largest body accepted. Authentik's bodies are well under 4 KiB.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Authentik's webhook: one of the three accepted bodies (see the CONTRACT), with
+/// `Authorization: Bearer <IDSYNC_WEBHOOK_SECRET>`.
+#[utoipa::path(post, path = "/authentik/webhook", tag = "intake",
+    security(("webhook_secret" = [])),
+    request_body(content = Object, content_type = "application/json",
+        description = "`{\"event_type\", \"pk\"}`, idsync's mapping `{\"event_id\", \"action\", \"model_app\", \"model_name\", \"model_pk\", ...}`, or Authentik's default `{\"body\": \"model_created: {...}\", ...}`"),
+    responses(
+        (status = 202, description = "stored (`accepted`), or valid but not a user event (`ignored`)", body = Object,
+         example = json!({"status": "accepted", "inbox_id": "01a2..."})),
+        (status = 200, description = "a re-delivery of an event_id seen before", body = Object,
+         example = json!({"status": "duplicate", "inbox_id": "01a2..."})),
+        (status = 400, description = "malformed body", body = crate::api::ErrorBody),
+        (status = 401, description = "wrong or missing secret", body = crate::api::ErrorBody),
+        (status = 413, description = "larger than 64 KiB", body = crate::api::ErrorBody),
+        (status = 415, description = "not application/json", body = crate::api::ErrorBody),
+        (status = 503, description = "database unavailable; Authentik retries", body = crate::api::ErrorBody),
+    ))]
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,

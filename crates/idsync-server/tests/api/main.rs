@@ -1,8 +1,11 @@
 //! Black-box tests: the real `idsync` binary, started on a free port against its own
 //! database, driven over HTTP and signals as a user would. One test binary, many modules.
 
+mod api;
 mod health;
 mod helpers;
 mod intake;
 mod migrate;
+mod projections;
+mod reconcile;
 mod sync;

@@ -1,0 +1,681 @@
+//! Strict verification of OIDC access tokens (JWTs) issued by Authentik.
+//!
+//! The rules are RFC 8725's (JWT best current practice) and the product brief's §6:
+//! - the algorithm comes from the issuer's key, never from the token: `none` and every
+//!   `HS*` are rejected outright, and a token's `alg` must be one its key allows;
+//! - keys come only from the issuer's JWKS, chosen by `kid` (the `jku`, `x5u` and `jwk`
+//!   header fields are never read);
+//! - `iss` must equal the configured issuer, `aud` must contain a configured audience,
+//!   `exp` and `sub` are required, `nbf` is checked when present, leeway is at most 60 s;
+//! - an unknown `kid` refreshes the JWKS (the issuer may have rotated its key), but at
+//!   most once per [`OidcConfig::min_refresh_interval`], and concurrent refreshes are
+//!   single-flighted, so a flood of made-up `kid`s cannot hammer the issuer.
+//!
+//! [`Verifier::verify`] returns the [`Claims`] or a [`VerifyError`] whose variant says
+//! which HTTP answer fits: `Invalid` → 401, `Unavailable` and `Misconfigured` → 503.
+
+mod fetch;
+mod keys;
+
+use sha2::Digest as _;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{KeySet, Lookup, VerifyKey};
+
+/// Longest token accepted, in bytes. Authentik's access tokens are well under 2 KiB even
+/// with many groups; the cap bounds the work an anonymous caller can cause.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Largest clock-skew allowance RFC 8725 deployments use; [`Verifier::new`] clamps to it.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
+
+/// The message for Authentik's `{}` JWKS, which it serves when the provider has no signing
+/// key (it then signs HS256 with the client secret, which a resource server must never
+/// accept).
+pub const EMPTY_JWKS_MESSAGE: &str = "the issuer's JWKS has no keys: give the Authentik provider a signing key (it signs HS256 with the client secret otherwise)";
+
+/// Where and how to verify tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// The expected `iss`, compared as an exact string. Authentik's ends with `/`
+    /// (`http://localhost:9000/application/o/idsync/`) and is built from the Host header
+    /// the browser used, so configure the public one.
+    pub issuer: String,
+    /// Where to fetch the discovery document; may name an internal host. Default:
+    /// `issuer` + `.well-known/openid-configuration`.
+    pub discovery_url: Option<String>,
+    /// Accepted `aud` values (the client id). Empty is a configuration error, reported by
+    /// [`Verifier::verify`] as [`VerifyError::Misconfigured`].
+    pub audiences: Vec<String>,
+    /// Clock-skew allowance for `exp` and `nbf`; clamped to [`MAX_LEEWAY`]. Default 30 s.
+    pub leeway: Duration,
+    /// An unknown `kid` triggers at most one JWKS refetch per this interval; a failed
+    /// fetch is not retried sooner either. Default 5 s.
+    pub min_refresh_interval: Duration,
+    /// Keys older than this are refetched on the next verification. Default 10 min.
+    pub refresh_interval: Duration,
+    /// A verified token is remembered this long (never past its `exp`), so repeated
+    /// requests with it skip the signature check; it is also how long a key withdrawn
+    /// from the JWKS keeps working for tokens already seen. Default 60 s; zero disables.
+    pub verified_cache_ttl: Duration,
+}
+
+impl OidcConfig {
+    /// A configuration with the default intervals.
+    pub fn new(
+        issuer: impl Into<String>,
+        audiences: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audiences: audiences.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The discovery URL in use: the configured one, or the issuer's well-known URL.
+    pub fn effective_discovery_url(&self) -> String {
+        match &self.discovery_url {
+            Some(url) if !url.trim().is_empty() => url.trim().to_owned(),
+            _ if self.issuer.ends_with('/') => {
+                format!("{}.well-known/openid-configuration", self.issuer)
+            }
+            _ => format!("{}/.well-known/openid-configuration", self.issuer),
+        }
+    }
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            discovery_url: None,
+            audiences: Vec::new(),
+            leeway: Duration::from_secs(30),
+            min_refresh_interval: Duration::from_secs(5),
+            refresh_interval: Duration::from_secs(600),
+            verified_cache_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `aud`: one string or an array of them (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    pub fn contains(&self, audience: &str) -> bool {
+        self.iter().any(|a| a == audience)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let items: &[String] = match self {
+            Self::One(one) => std::slice::from_ref(one),
+            Self::Many(many) => many,
+        };
+        items.iter().map(String::as_str)
+    }
+}
+
+/// The claims of a verified Authentik access token: the ID-token claims plus `azp`,
+/// `uid` and `scope`. `email`, `name`, `preferred_username` and `groups` are present only
+/// when the provider's property mappings include their scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Audience,
+    pub exp: i64,
+    pub iat: Option<i64>,
+    pub nbf: Option<i64>,
+    pub auth_time: Option<i64>,
+    pub azp: Option<String>,
+    pub uid: Option<String>,
+    pub scope: Option<String>,
+    pub email: Option<String>,
+    pub preferred_username: Option<String>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl Claims {
+    /// Whether `scope` (space-separated) contains `wanted`.
+    pub fn has_scope(&self, wanted: &str) -> bool {
+        self.scope
+            .as_deref()
+            .is_some_and(|scope| scope.split_ascii_whitespace().any(|s| s == wanted))
+    }
+}
+
+/// Why a token was not accepted. Messages never contain key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The token is bad: answer 401 `invalid_token`. The message is safe to show.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The issuer (discovery or JWKS) cannot be reached and no keys are cached: 503.
+    #[error("OIDC issuer unavailable: {0}")]
+    Unavailable(String),
+    /// The setup is wrong (no audience, a `{}` JWKS, discovery without `jwks_uri`...):
+    /// 503 naming the problem, and an operator must act.
+    #[error("OIDC misconfigured: {0}")]
+    Misconfigured(String),
+}
+
+/// Verifies access tokens against one issuer. Cheap to clone: clones share the key cache.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("issuer", &self.inner.config.issuer)
+            .field("discovery_url", &self.inner.discovery_url)
+            .field("audiences", &self.inner.config.audiences)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: OidcConfig,
+    discovery_url: String,
+    http: reqwest::Client,
+    /// The current keys. A plain lock: readers only clone the `Arc`, and it is never held
+    /// across an `.await`.
+    keys: RwLock<Option<Arc<KeySet>>>,
+    /// Held while fetching, so concurrent verifications wait for one fetch instead of
+    /// each starting their own (single flight).
+    refresh: tokio::sync::Mutex<RefreshState>,
+    config_error_logged: AtomicBool,
+    /// Tokens already verified, by SHA-256 of the token: a client sends the same access
+    /// token on every request, and an RSA signature check costs ten times a whole simple
+    /// request. An entry is used only until the token's `exp` (plus leeway) and at most
+    /// `verified_cache_ttl` after it was verified.
+    verified: quick_cache::sync::Cache<[u8; 32], (Claims, std::time::Instant)>,
+}
+
+/// How many verified tokens are remembered.
+const VERIFIED_CACHE_ENTRIES: usize = 10_000;
+
+#[derive(Default)]
+struct RefreshState {
+    /// From the discovery document; fetched once, again only after a failed JWKS fetch
+    /// that suggests it moved.
+    jwks_uri: Option<String>,
+    /// The last failed fetch, returned again (instead of refetching) until
+    /// `min_refresh_interval` has passed, so a down issuer is not hammered either.
+    last_failure: Option<(Instant, VerifyError)>,
+    /// The last refetch caused by an unknown `kid`: the rate limit against made-up kids.
+    last_kid_refetch: Option<Instant>,
+    generation: u64,
+}
+
+/// What the token header says, read by this crate rather than trusted to the library, so
+/// `none`/`HS*` are refused before any key is looked up.
+struct TokenHeader {
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+impl Verifier {
+    /// No I/O: discovery and the JWKS are fetched on first use (or by [`check`](Self::check)).
+    /// `http` should have connect timeouts; each request here also has a 5 s timeout.
+    pub fn new(mut config: OidcConfig, http: reqwest::Client) -> Self {
+        // Select the RustCrypto backend explicitly. jsonwebtoken 11 otherwise picks its
+        // backend from crate features at the first sign/verify and panics there if none or
+        // both are enabled; naming the provider turns "none" into a compile error and makes
+        // "both" harmless. Err only means a provider is already installed, which is fine.
+        let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
+            &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER,
+        );
+        config.leeway = config.leeway.min(MAX_LEEWAY);
+        let discovery_url = config.effective_discovery_url();
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                discovery_url,
+                http,
+                keys: RwLock::new(None),
+                refresh: tokio::sync::Mutex::new(RefreshState::default()),
+                config_error_logged: AtomicBool::new(false),
+                verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_ENTRIES),
+            }),
+        }
+    }
+
+    /// The configuration in effect (with the leeway clamped).
+    pub fn config(&self) -> &OidcConfig {
+        &self.inner.config
+    }
+
+    /// Verifies `token` (without the `Bearer ` prefix) and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        self.inner.check_config()?;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(invalid(format!("longer than {MAX_TOKEN_LEN} bytes")));
+        }
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some((claims, verified_at)) = self.inner.verified.get(&digest) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let leeway = self.inner.config.leeway.as_secs() as i64;
+            if verified_at.elapsed() < self.inner.config.verified_cache_ttl
+                && now <= claims.exp + leeway
+            {
+                return Ok(claims);
+            }
+            self.inner.verified.remove(&digest);
+            if now > claims.exp + leeway {
+                return Err(invalid("expired".to_owned()));
+            }
+        }
+        let header = parse_header(token)?;
+        let key = self.inner.key_for(&header).await?;
+        let claims = self.inner.decode(token, &key, header.alg)?;
+        if !self.inner.config.verified_cache_ttl.is_zero() {
+            self.inner
+                .verified
+                .insert(digest, (claims.clone(), Instant::now()));
+        }
+        Ok(claims)
+    }
+
+    /// Fetches discovery and the JWKS now, ignoring caches and rate limits (for
+    /// `idsync check`), and keeps the keys for later verifications. Returns e.g.
+    /// `"1 key (RS256) from http://.../jwks/"`.
+    pub async fn check(&self) -> Result<String, VerifyError> {
+        self.inner.check_config()?;
+        let mut state = self.inner.refresh.lock().await;
+        state.jwks_uri = None;
+        let set = self.inner.refresh_locked(&mut state).await?;
+        Ok(set.describe())
+    }
+}
+
+impl Inner {
+    fn check_config(&self) -> Result<(), VerifyError> {
+        let problem = if self.config.issuer.trim().is_empty() {
+            "no issuer configured (IDSYNC_OIDC_ISSUER)"
+        } else if self.config.audiences.iter().all(|a| a.trim().is_empty()) {
+            "no accepted audience configured (IDSYNC_OIDC_AUDIENCE, the client id): every token would be rejected"
+        } else {
+            return Ok(());
+        };
+        if !self.config_error_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!(problem, "OIDC verification is misconfigured");
+        }
+        Err(VerifyError::Misconfigured(problem.to_owned()))
+    }
+
+    fn cached(&self) -> Option<Arc<KeySet>> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn key_for(&self, header: &TokenHeader) -> Result<Arc<VerifyKey>, VerifyError> {
+        let kid = header.kid.as_deref();
+        // `just_loaded`: the keys were fetched during this call, so an unknown kid cannot
+        // be explained by a rotation since then and needs no second fetch.
+        let (mut set, mut just_loaded) = match self.cached() {
+            Some(set) => (set, false),
+            None => (self.load_initial().await?, true),
+        };
+        // Inline rather than in a background task: only the one caller that wins the
+        // try_lock waits for it; everyone else keeps using the current keys.
+        if !just_loaded
+            && set.fetched_at.elapsed() >= self.config.refresh_interval
+            && let Some(fresh) = self.refresh_stale(&set).await
+        {
+            set = fresh;
+            just_loaded = true;
+        }
+        match set.find(kid, header.alg) {
+            Lookup::Found(key) => return Ok(key),
+            Lookup::NotFound if !just_loaded => {}
+            other => return Err(other.into_error(kid)),
+        }
+        // An unknown kid: the issuer may have rotated its key since the last fetch.
+        match self.refresh_for_unknown_kid(&set).await {
+            Some(fresh) => match fresh.find(kid, header.alg) {
+                Lookup::Found(key) => Ok(key),
+                other => Err(other.into_error(kid)),
+            },
+            None => Err(Lookup::NotFound.into_error(kid)),
+        }
+    }
+
+    /// First use, or every fetch so far failed.
+    async fn load_initial(&self) -> Result<Arc<KeySet>, VerifyError> {
+        let mut state = self.refresh.lock().await;
+        // Another verification may have loaded the keys while this one waited.
+        if let Some(set) = self.cached() {
+            return Ok(set);
+        }
+        if let Some((at, error)) = &state.last_failure
+            && at.elapsed() < self.config.min_refresh_interval
+        {
+            return Err(error.clone());
+        }
+        self.refresh_locked(&mut state).await
+    }
+
+    /// The keys are older than `refresh_interval`. Best effort: if another task is
+    /// already fetching, or the fetch fails, the cached keys stay in use.
+    async fn refresh_stale(&self, seen: &KeySet) -> Option<Arc<KeySet>> {
+        let mut state = self.refresh.try_lock().ok()?;
+        if let Some(current) = self.cached()
+            && current.generation != seen.generation
+        {
+            return Some(current);
+        }
+        if let Some((at, _)) = &state.last_failure
+            && at.elapsed() < self.config.min_refresh_interval
+        {
+            return None;
+        }
+        self.refresh_locked(&mut state).await.ok()
+    }
+
+    async fn refresh_for_unknown_kid(&self, seen: &KeySet) -> Option<Arc<KeySet>> {
+        let mut state = self.refresh.lock().await;
+        // Someone refetched while this task waited for the lock: look there first instead
+        // of fetching again (this is what keeps concurrent unknown kids to one fetch).
+        if let Some(current) = self.cached()
+            && current.generation != seen.generation
+        {
+            return Some(current);
+        }
+        if let Some(at) = state.last_kid_refetch
+            && at.elapsed() < self.config.min_refresh_interval
+        {
+            return None;
+        }
+        state.last_kid_refetch = Some(Instant::now());
+        self.refresh_locked(&mut state).await.ok()
+    }
+
+    /// Fetches (discovery if needed, then) the JWKS and installs the keys. On failure the
+    /// cached keys, if any, stay in place. Callers hold the refresh lock.
+    async fn refresh_locked(&self, state: &mut RefreshState) -> Result<Arc<KeySet>, VerifyError> {
+        match self.fetch_keys(state).await {
+            Ok(parsed) => {
+                state.generation += 1;
+                state.last_failure = None;
+                let set = Arc::new(parsed.into_set(state.generation));
+                tracing::info!(
+                    keys = %set.describe(),
+                    ignored = set.ignored.len(),
+                    "fetched the OIDC issuer's signing keys"
+                );
+                for reason in &set.ignored {
+                    tracing::debug!(reason = %reason, "ignored a JWKS entry");
+                }
+                *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Some(set.clone());
+                Ok(set)
+            }
+            Err(error) => {
+                let cached = self.cached().is_some();
+                match &error {
+                    VerifyError::Misconfigured(_) => {
+                        tracing::error!(%error, keeping_cached_keys = cached, "OIDC key refresh failed");
+                    }
+                    _ => {
+                        tracing::warn!(%error, keeping_cached_keys = cached, "OIDC key refresh failed")
+                    }
+                }
+                state.last_failure = Some((Instant::now(), error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    async fn fetch_keys(&self, state: &mut RefreshState) -> Result<keys::ParsedKeys, VerifyError> {
+        let jwks_uri = match &state.jwks_uri {
+            Some(uri) => uri.clone(),
+            None => {
+                let uri =
+                    fetch::discover(&self.http, &self.discovery_url, &self.config.issuer).await?;
+                state.jwks_uri = Some(uri.clone());
+                uri
+            }
+        };
+        let result = async {
+            let body = fetch::get_document(&self.http, &jwks_uri, "JWKS").await?;
+            keys::parse_jwks(&body, &jwks_uri)
+        }
+        .await;
+        if let Err(VerifyError::Misconfigured(_)) = &result {
+            // The JWKS may have moved or the provider changed: read discovery again next time.
+            state.jwks_uri = None;
+        }
+        result
+    }
+
+    fn decode(&self, token: &str, key: &VerifyKey, alg: Algorithm) -> Result<Claims, VerifyError> {
+        let mut validation = Validation::new(alg);
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&self.config.audiences);
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
+            .map_err(invalid_from_jwt)?
+            .claims;
+        // jsonwebtoken has checked these already; repeat the ones that decide who the
+        // caller is, so a library change cannot silently loosen them.
+        if claims.iss != self.config.issuer {
+            return Err(invalid("wrong issuer (iss)"));
+        }
+        if !self.config.audiences.iter().any(|a| claims.aud.contains(a)) {
+            return Err(invalid("wrong audience (aud)"));
+        }
+        if claims.sub.is_empty() {
+            return Err(invalid("empty subject (sub)"));
+        }
+        Ok(claims)
+    }
+}
+
+fn invalid(why: impl Into<String>) -> VerifyError {
+    VerifyError::Invalid(why.into())
+}
+
+/// At most `max` characters of attacker-supplied text, for error messages.
+fn short(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let cut: String = text.chars().take(max).collect();
+        format!("{cut}...")
+    }
+}
+
+fn parse_header(token: &str) -> Result<TokenHeader, VerifyError> {
+    #[derive(Deserialize)]
+    struct RawHeader {
+        alg: String,
+        kid: Option<String>,
+        crit: Option<serde_json::Value>,
+    }
+
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(invalid(format!("longer than {MAX_TOKEN_LEN} bytes")));
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid(
+            "not a signed JWT (expected three dot-separated parts)",
+        ));
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| invalid("header is not base64url"))?;
+    let raw: RawHeader = serde_json::from_slice(&bytes)
+        .map_err(|_| invalid("header is not a JSON object with a string `alg`"))?;
+    // RFC 7515 §4.1.11: extensions marked critical must be understood; none are here.
+    if raw.crit.is_some() {
+        return Err(invalid(
+            "header has critical extensions (crit), none are supported",
+        ));
+    }
+    if raw.alg.eq_ignore_ascii_case("none") {
+        return Err(invalid("unsigned tokens (alg none) are never accepted"));
+    }
+    let alg = Algorithm::from_str(&raw.alg)
+        .map_err(|_| invalid(format!("unsupported alg {:?}", short(&raw.alg, 16))))?;
+    if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+        return Err(invalid(
+            "HMAC-signed tokens (HS256/384/512) are never accepted: the issuer must sign with its private key",
+        ));
+    }
+    Ok(TokenHeader { alg, kid: raw.kid })
+}
+
+fn invalid_from_jwt(error: jsonwebtoken::errors::Error) -> VerifyError {
+    invalid(match error.kind() {
+        ErrorKind::ExpiredSignature => "expired (exp)".to_owned(),
+        ErrorKind::ImmatureSignature => "not valid yet (nbf)".to_owned(),
+        ErrorKind::InvalidIssuer => "wrong issuer (iss)".to_owned(),
+        ErrorKind::InvalidAudience => "wrong audience (aud)".to_owned(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("missing claim `{claim}`"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("malformed claim `{claim}`"),
+        ErrorKind::InvalidSignature
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey => "bad signature".to_owned(),
+        ErrorKind::InvalidAlgorithm => "alg does not match the key".to_owned(),
+        // serde's messages name the field and the expected type; the token is the
+        // caller's own, so echoing its shape leaks nothing.
+        ErrorKind::Json(error) => format!("malformed JSON in the token: {error}"),
+        _ => "malformed token".to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(json: &str) -> String {
+        URL_SAFE_NO_PAD.encode(json)
+    }
+
+    #[test]
+    fn discovery_url_defaults_to_the_issuers_well_known_url() {
+        let config = OidcConfig::new("http://a/application/o/x/", ["c"]);
+        assert_eq!(
+            config.effective_discovery_url(),
+            "http://a/application/o/x/.well-known/openid-configuration"
+        );
+        let config = OidcConfig::new("http://a/application/o/x", ["c"]);
+        assert_eq!(
+            config.effective_discovery_url(),
+            "http://a/application/o/x/.well-known/openid-configuration"
+        );
+        let config = OidcConfig {
+            discovery_url: Some("http://internal/d".into()),
+            ..config
+        };
+        assert_eq!(config.effective_discovery_url(), "http://internal/d");
+    }
+
+    #[test]
+    fn leeway_is_clamped_to_a_minute() {
+        let config = OidcConfig {
+            leeway: Duration::from_secs(3600),
+            ..OidcConfig::new("http://a/", ["c"])
+        };
+        let verifier = Verifier::new(config, reqwest::Client::new());
+        assert_eq!(verifier.config().leeway, MAX_LEEWAY);
+    }
+
+    #[test]
+    fn headers_with_none_hmac_crit_or_garbage_are_refused_before_any_key_lookup() {
+        let body = b64(r#"{"sub":"7"}"#);
+        for (header, expected) in [
+            (r#"{"alg":"none"}"#, "alg none"),
+            (r#"{"alg":"NONE"}"#, "alg none"),
+            (r#"{"alg":"HS256","kid":"k"}"#, "HMAC"),
+            (r#"{"alg":"HS512"}"#, "HMAC"),
+            (r#"{"alg":"RS256","crit":["b64"]}"#, "crit"),
+            (r#"{"alg":"XY999"}"#, "unsupported alg"),
+            (r#"{"kid":"k"}"#, "JSON object"),
+            ("not json", "JSON object"),
+        ] {
+            let token = format!("{}.{body}.sig", b64(header));
+            match parse_header(&token) {
+                Err(VerifyError::Invalid(why)) => {
+                    assert!(why.contains(expected), "{header}: {why}")
+                }
+                Err(other) => panic!("{header}: {other}"),
+                Ok(_) => panic!("{header}: accepted"),
+            }
+        }
+        for token in ["", ".", "a.b", "a.b.c.d.e", "!!!.b.c", "\u{0}.\u{0}.\u{0}"] {
+            assert!(
+                matches!(parse_header(token), Err(VerifyError::Invalid(_))),
+                "{token:?}"
+            );
+        }
+        let header = parse_header(&format!(
+            "{}.{body}.sig",
+            b64(r#"{"alg":"RS256","kid":"k1","jku":"http://evil"}"#)
+        ))
+        .expect("RS256 header");
+        assert_eq!(header.alg, Algorithm::RS256);
+        assert_eq!(header.kid.as_deref(), Some("k1"));
+    }
+
+    #[test]
+    fn audience_is_a_string_or_an_array() {
+        let one: Audience = serde_json::from_str(r#""idsync""#).expect("string");
+        assert!(one.contains("idsync") && !one.contains("other"));
+        let many: Audience = serde_json::from_str(r#"["a","idsync"]"#).expect("array");
+        assert!(many.contains("idsync"));
+        assert_eq!(many.iter().count(), 2);
+    }
+
+    /// jsonwebtoken 11 chooses its crypto backend at run time and panics at the first
+    /// verification when the build enables none or both of `rust_crypto`/`aws_lc_rs`.
+    /// A real RS256 round trip proves this build has a working backend.
+    #[test]
+    fn jsonwebtoken_has_exactly_one_working_crypto_backend() {
+        // Exercise the feature-selected default first, before Verifier::new installs one.
+        let key = idsync_testkit::oidc::TestKey::generate("unit");
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::RS256),
+            &serde_json::json!({"sub": "7", "exp": 4_000_000_000u64}),
+            key.encoding_key(),
+        )
+        .expect("RS256 signing works");
+        let decoding = jsonwebtoken::DecodingKey::from_jwk(key.jwk()).expect("JWK");
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_aud = false;
+        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation)
+            .expect("RS256 verification works");
+        assert_eq!(data.claims["sub"], "7");
+    }
+}

@@ -1,0 +1,248 @@
+//! The JWT-protected API over the read model and the event log.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use idsync_store::feed::{self, FeedItem};
+use idsync_store::projections::users::{self, UserRow};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::ApiError;
+use crate::auth::{AuthUser, tickets};
+use crate::http::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(whoami))
+        .routes(routes!(list_users))
+        .routes(routes!(get_user))
+        .routes(routes!(user_events))
+        .routes(routes!(list_events))
+        .routes(routes!(create_stream_ticket))
+}
+
+/// The CONTRACT's error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: `invalid_token`, `forbidden`, `not_found`, `invalid_request`...
+    pub error: String,
+    pub detail: String,
+}
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+/// Keyset paging: `after` is exclusive (a pk for users, a position for events).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Return items after this pk/position (exclusive). Default 0: from the start.
+    after: Option<i64>,
+    /// At most this many items, 1..=1000. Default 100.
+    limit: Option<i64>,
+}
+
+impl PageParams {
+    fn parse(query: Result<Query<PageParams>, QueryRejection>) -> Result<(i64, i64), ApiError> {
+        let Query(p) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+        let after = p.after.unwrap_or(0);
+        let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+        if after < 0 {
+            return Err(ApiError::InvalidRequest("after must be >= 0".to_owned()));
+        }
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::InvalidRequest(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        Ok((after, limit))
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsersPage {
+    pub users: Vec<UserRow>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_after: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsPage {
+    pub events: Vec<FeedItem>,
+    /// Pass as `after` for the next page; null when this page reached the end.
+    pub next_after: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamTicket {
+    /// Single use; pass as `?ticket=` to `/api/events/stream` or `/ws`.
+    pub ticket: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// Who idsync takes the caller to be, from the token alone (no database).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoAmI {
+    pub sub: String,
+    /// The caller's pk when `IDSYNC_OIDC_SUBJECT=pk`, or when their user is synced.
+    pub user_pk: Option<i64>,
+    pub admin: bool,
+    pub groups: Vec<String>,
+    pub preferred_username: Option<String>,
+    /// Unix time the token expires.
+    pub expires_at: i64,
+    /// `bearer`, `ticket` or `gateway`.
+    #[schema(value_type = String)]
+    pub via: crate::auth::Via,
+}
+
+/// Who idsync takes the caller to be: subject, admin flag, token expiry.
+#[utoipa::path(get, path = "/api/whoami", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = WhoAmI),
+        (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
+        (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
+    ))]
+async fn whoami(AuthUser(caller): AuthUser) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        sub: caller.claims.sub,
+        user_pk: caller.user_pk,
+        admin: caller.is_admin,
+        groups: caller.claims.groups,
+        preferred_username: caller.claims.preferred_username,
+        expires_at: caller.claims.exp,
+        via: caller.via,
+    })
+}
+
+/// The caller's own user.
+#[utoipa::path(get, path = "/api/me", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller's user", body = UserRow),
+        (status = 401, description = "missing or invalid token", body = ErrorBody),
+        (status = 404, description = "the caller's user is not synced yet", body = ErrorBody),
+        (status = 503, description = "OIDC not configured or issuer unreachable", body = ErrorBody),
+    ))]
+async fn me(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+) -> Result<Json<UserRow>, ApiError> {
+    let not_synced = || {
+        ApiError::NotFound(format!(
+            "no synced user for subject {:?} yet (it appears once Authentik's webhook or reconcile brings it)",
+            caller.claims.sub
+        ))
+    };
+    let pk = caller.user_pk.ok_or_else(not_synced)?;
+    users::get(&state.pool, pk)
+        .await?
+        .map(Json)
+        .ok_or_else(not_synced)
+}
+
+/// Users ordered by pk, a page at a time (admins only).
+#[utoipa::path(get, path = "/api/users", tag = "users", security(("bearer" = [])), params(PageParams),
+    responses(
+        (status = 200, description = "OK", body = UsersPage),
+        (status = 400, description = "invalid paging parameters", body = ErrorBody), (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
+    ))]
+async fn list_users(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    query: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<UsersPage>, ApiError> {
+    caller.require_admin()?;
+    let (after, limit) = PageParams::parse(query)?;
+    let page = users::page(&state.pool, after, limit).await?;
+    let next_after = (page.len() as i64 == limit)
+        .then(|| page.last().map(|u| u.pk))
+        .flatten();
+    Ok(Json(UsersPage {
+        users: page,
+        next_after,
+    }))
+}
+
+/// One user (admins, or the user themself).
+#[utoipa::path(get, path = "/api/users/{pk}", tag = "users", security(("bearer" = [])),
+    params(("pk" = i64, Path, description = "Authentik's user pk")),
+    responses(
+        (status = 200, description = "OK", body = UserRow), (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
+        (status = 403, description = "not allowed for this caller (insufficient_scope)", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
+    ))]
+async fn get_user(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    Path(pk): Path<i64>,
+) -> Result<Json<UserRow>, ApiError> {
+    caller.require_read(pk)?;
+    users::get(&state.pool, pk)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no user {pk}")))
+}
+
+/// One user's events, oldest first (admins, or the user themself).
+#[utoipa::path(get, path = "/api/users/{pk}/events", tag = "events", security(("bearer" = [])),
+    params(("pk" = i64, Path, description = "Authentik's user pk"), PageParams),
+    responses(
+        (status = 200, description = "OK", body = EventsPage), (status = 400, description = "invalid paging parameters", body = ErrorBody), (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
+        (status = 403, description = "not allowed for this caller (insufficient_scope)", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
+    ))]
+async fn user_events(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    Path(pk): Path<i64>,
+    query: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<EventsPage>, ApiError> {
+    caller.require_read(pk)?;
+    let (after, limit) = PageParams::parse(query)?;
+    let events = feed::read_user_after(&state.pool, pk, after, limit).await?;
+    Ok(Json(events_page(events, limit)))
+}
+
+/// The global event log, by position (admins only).
+#[utoipa::path(get, path = "/api/events", tag = "events", security(("bearer" = [])), params(PageParams),
+    responses(
+        (status = 200, description = "OK", body = EventsPage), (status = 400, description = "invalid paging parameters", body = ErrorBody), (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
+        (status = 403, description = "not allowed for this caller (insufficient_scope)", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
+    ))]
+async fn list_events(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    query: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<EventsPage>, ApiError> {
+    caller.require_admin()?;
+    let (after, limit) = PageParams::parse(query)?;
+    let events = feed::read_after(&state.pool, after, limit).await?;
+    Ok(Json(events_page(events, limit)))
+}
+
+fn events_page(events: Vec<FeedItem>, limit: i64) -> EventsPage {
+    let next_after = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.position))
+        .flatten();
+    EventsPage { events, next_after }
+}
+
+/// Trade the bearer token for a single-use, 30-second ticket for the live feeds.
+#[utoipa::path(post, path = "/api/stream-tickets", tag = "feeds", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = StreamTicket), (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
+    ))]
+async fn create_stream_ticket(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+) -> Result<Json<StreamTicket>, ApiError> {
+    let ticket = tickets::issue(&state.pool, &caller).await?;
+    Ok(Json(StreamTicket {
+        ticket,
+        expires_in: tickets::TICKET_TTL.as_secs(),
+    }))
+}

@@ -1,0 +1,209 @@
+//! Who is calling: bearer tokens verified by `idsync-oidc`, mapped to a user of the read
+//! model, with the admin flag from the token's `groups`. Extractors for handlers:
+//! [`AuthUser`] (401 without a valid token) and [`MaybeAuthUser`] (anonymous allowed).
+
+pub mod tickets;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use idsync_oidc::{Claims, Verifier, VerifyError};
+use sqlx::PgPool;
+
+use crate::ApiError;
+use crate::cli::SubjectField;
+use crate::http::AppState;
+
+/// How a caller was identified (the WebSocket `hello` reports it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    Bearer,
+    Ticket,
+    Gateway,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: Claims,
+    /// The caller's pk in the read model, when their user is known (synced).
+    pub user_pk: Option<i64>,
+    pub is_admin: bool,
+    pub via: Via,
+}
+
+impl Caller {
+    /// Admins may read anyone; others only themselves.
+    pub fn may_read(&self, pk: i64) -> bool {
+        self.is_admin || self.user_pk == Some(pk)
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "this needs membership of the admin group".to_owned(),
+            ))
+        }
+    }
+
+    pub fn require_read(&self, pk: i64) -> Result<(), ApiError> {
+        if self.may_read(pk) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "only admins may read other users".to_owned(),
+            ))
+        }
+    }
+}
+
+/// Token verification settings shared by every request.
+pub struct Auth {
+    pub verifier: Option<Verifier>,
+    pub subject: SubjectField,
+    pub admin_group: String,
+}
+
+impl Auth {
+    /// Verify a raw token and resolve the caller.
+    pub async fn authenticate(
+        &self,
+        pool: &PgPool,
+        token: &str,
+        via: Via,
+    ) -> Result<Caller, ApiError> {
+        let Some(verifier) = &self.verifier else {
+            return Err(ApiError::OidcNotConfigured);
+        };
+        let claims = verifier.verify(token).await.map_err(|e| match e {
+            VerifyError::Invalid(detail) => ApiError::InvalidToken(detail),
+            VerifyError::Unavailable(detail) => {
+                tracing::warn!(%detail, "cannot verify tokens: issuer unavailable");
+                ApiError::AuthUnavailable(detail)
+            }
+            VerifyError::Misconfigured(detail) => {
+                tracing::error!(%detail, "cannot verify tokens: OIDC misconfigured");
+                ApiError::AuthUnavailable(detail)
+            }
+        })?;
+        let user_pk = self.resolve(pool, &claims).await?;
+        let is_admin = claims.groups.iter().any(|g| g == &self.admin_group);
+        Ok(Caller {
+            claims,
+            user_pk,
+            is_admin,
+            via,
+        })
+    }
+
+    /// The caller's pk, from `sub` per IDSYNC_OIDC_SUBJECT.
+    async fn resolve(&self, pool: &PgPool, claims: &Claims) -> Result<Option<i64>, ApiError> {
+        let sub = claims.sub.as_str();
+        let column = match self.subject {
+            // sub_mode user_id: sub is the pk itself, no lookup needed.
+            SubjectField::Pk => return Ok(sub.parse::<i64>().ok().filter(|pk| *pk > 0)),
+            SubjectField::Uuid => "uuid::text",
+            SubjectField::Username => "username",
+            SubjectField::Email => "email",
+            // The read model does not keep Authentik's hashed `uid`.
+            SubjectField::Uid => return Ok(None),
+        };
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT pk FROM users WHERE {column} = $1 AND deleted_at IS NULL ORDER BY pk LIMIT 1"
+        ))
+        .bind(sub)
+        .fetch_optional(pool)
+        .await
+        .map_err(idsync_store::StoreError::from)?)
+    }
+}
+
+/// `Authorization: Bearer <token>`.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Tokens in URLs end up in logs and browser history (BRIEF §5): refuse them outright
+/// rather than silently ignoring them.
+fn token_in_url(parts: &Parts) -> bool {
+    parts.uri.query().is_some_and(|q| {
+        q.split('&').any(|kv| {
+            matches!(
+                kv.split('=').next(),
+                Some("access_token" | "token" | "id_token")
+            )
+        })
+    })
+}
+
+/// A caller with a valid bearer token.
+pub struct AuthUser(pub Caller);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.auth.verifier.is_none() {
+            return Err(ApiError::OidcNotConfigured);
+        }
+        if token_in_url(parts) {
+            return Err(ApiError::TokenInUrl);
+        }
+        let token = bearer(&parts.headers).ok_or(ApiError::MissingToken)?;
+        state
+            .auth
+            .authenticate(&state.pool, token, Via::Bearer)
+            .await
+            .map(AuthUser)
+    }
+}
+
+/// A caller who may be anonymous. A token that is present must still be valid.
+pub struct MaybeAuthUser(pub Option<Caller>);
+
+impl FromRequestParts<AppState> for MaybeAuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if bearer(&parts.headers).is_none() {
+            return Ok(MaybeAuthUser(None));
+        }
+        AuthUser::from_request_parts(parts, state)
+            .await
+            .map(|AuthUser(caller)| MaybeAuthUser(Some(caller)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn bearer_header_parsing() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc.def"),
+        );
+        assert_eq!(bearer(&h), Some("abc.def"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer   x"),
+        );
+        assert_eq!(bearer(&h), Some("x"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer(&h), None);
+    }
+}
