@@ -251,6 +251,10 @@ pub struct ServeArgs {
     #[arg(long, env = "IDSYNC_RECONCILE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub reconcile_interval: Duration,
 
+    /// Live events a slow subscriber may fall behind before it catches up from the database.
+    #[arg(long, env = "IDSYNC_FEED_BUFFER", default_value_t = 4096)]
+    pub feed_buffer: usize,
+
     /// Browser origins allowed by CORS, comma-separated.
     #[arg(
         long,

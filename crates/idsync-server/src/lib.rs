@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 mod error;
+pub mod feeds;
 pub mod http;
 pub mod intake;
 pub mod metrics;

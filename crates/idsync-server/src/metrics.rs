@@ -10,6 +10,9 @@
 //! | `idsync_authentik_requests_total` | counter | `result`: ok, not_found, auth, rate_limited, transient, malformed |
 //! | `idsync_events_appended_total` | counter | `type` |
 //! | `idsync_sync_items_finished_total` | counter | `outcome` |
+//! | `idsync_sse_streams_open` | gauge | |
+//! | `idsync_ws_connections_open` | gauge | |
+//! | `idsync_feed_events_delivered_total` | counter | `transport`: sse, ws |
 //! | `idsync_projection_lag_events` | gauge | `projection` |
 //! | `idsync_projection_lag_seconds` | gauge | `projection` |
 //! | `idsync_reconcile_runs_total` | counter | `outcome`: ok, error, skipped (another process held the reconcile lock) |
@@ -35,6 +38,9 @@ pub const INBOX_OLDEST_AGE: &str = "idsync_inbox_oldest_unfinished_age_seconds";
 pub const AUTHENTIK_REQUESTS: &str = "idsync_authentik_requests_total";
 pub const EVENTS_APPENDED: &str = "idsync_events_appended_total";
 pub const SYNC_FINISHED: &str = "idsync_sync_items_finished_total";
+pub const SSE_STREAMS_OPEN: &str = "idsync_sse_streams_open";
+pub const WS_CONNECTIONS_OPEN: &str = "idsync_ws_connections_open";
+pub const FEED_EVENTS_DELIVERED: &str = "idsync_feed_events_delivered_total";
 pub const PROJECTION_LAG_EVENTS: &str = "idsync_projection_lag_events";
 pub const PROJECTION_LAG_SECONDS: &str = "idsync_projection_lag_seconds";
 pub const RECONCILE_RUNS: &str = "idsync_reconcile_runs_total";

@@ -100,7 +100,7 @@ impl Auth {
     }
 
     /// The caller's pk, from `sub` per IDSYNC_OIDC_SUBJECT.
-    async fn resolve(&self, pool: &PgPool, claims: &Claims) -> Result<Option<i64>, ApiError> {
+    pub async fn resolve(&self, pool: &PgPool, claims: &Claims) -> Result<Option<i64>, ApiError> {
         let sub = claims.sub.as_str();
         let column = match self.subject {
             // sub_mode user_id: sub is the pk itself, no lookup needed.
@@ -133,8 +133,8 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Tokens in URLs end up in logs and browser history (BRIEF §5): refuse them outright
 /// rather than silently ignoring them.
-fn token_in_url(parts: &Parts) -> bool {
-    parts.uri.query().is_some_and(|q| {
+pub fn token_in_url(uri: &axum::http::Uri) -> bool {
+    uri.query().is_some_and(|q| {
         q.split('&').any(|kv| {
             matches!(
                 kv.split('=').next(),
@@ -154,7 +154,7 @@ impl FromRequestParts<AppState> for AuthUser {
         if state.auth.verifier.is_none() {
             return Err(ApiError::OidcNotConfigured);
         }
-        if token_in_url(parts) {
+        if token_in_url(&parts.uri) {
             return Err(ApiError::TokenInUrl);
         }
         let token = bearer(&parts.headers).ok_or(ApiError::MissingToken)?;

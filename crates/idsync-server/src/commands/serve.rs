@@ -43,6 +43,9 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         ));
     };
     let authentik = args.authentik.client()?;
+    let trusted_proxies = crate::feeds::identity::TrustedProxies::parse(&args.trusted_proxies)
+        .map_err(CliError::Config)?;
+    let hub = crate::feeds::Hub::new(args.feed_buffer);
     let auth = crate::auth::Auth {
         verifier: args.oidc_verifier()?,
         subject: args.oidc_subject,
@@ -100,11 +103,14 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
 
     tracker.spawn(bootstrap(
         global.database_url.clone(),
-        pool.clone(),
+        Background {
+            pool: pool.clone(),
+            notifier: notifier.clone(),
+            hub: hub.clone(),
+            syncer,
+            reconcile,
+        },
         readiness.clone(),
-        notifier.clone(),
-        syncer,
-        reconcile,
         cancel.clone(),
         tracker.clone(),
     ));
@@ -123,6 +129,9 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         wake_sync,
         metrics: crate::metrics::install(),
         auth: Arc::new(auth),
+        hub: hub.clone(),
+        trusted_proxies: Arc::new(trusted_proxies),
+        shutdown: cancel.clone(),
     };
     tracing::info!(
         %addr,
@@ -153,21 +162,32 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The work that runs beside the HTTP server once the database is ready.
+struct Background {
+    pool: PgPool,
+    notifier: Notifier,
+    hub: crate::feeds::Hub,
+    syncer: Option<Arc<Syncer>>,
+    reconcile: Option<crate::reconcile::Periodic>,
+}
+
 /// Bring the database up to date, then start the work that needs it. Retried with
 /// backoff rather than fatal: in a compose stack idsync may start before Postgres
 /// accepts connections, and meanwhile `/readyz` says why it is not ready.
-// One argument per background job it starts; a struct around them would only rename them.
-#[allow(clippy::too_many_arguments)]
 async fn bootstrap(
     url: String,
-    pool: PgPool,
+    background: Background,
     readiness: Readiness,
-    notifier: Notifier,
-    syncer: Option<Arc<Syncer>>,
-    reconcile: Option<crate::reconcile::Periodic>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let Background {
+        pool,
+        notifier,
+        hub,
+        syncer,
+        reconcile,
+    } = background;
     let mut backoff = Duration::from_millis(200);
     loop {
         match db::migrate(&url, &pool).await {
@@ -197,6 +217,7 @@ async fn bootstrap(
         Arc::default(),
         cancel.clone(),
     ));
+    tracker.spawn(hub.run(pool.clone(), notifier.clone(), cancel.clone()));
     tracker.spawn(notifier.run(pool, cancel.clone()));
     if let Some(periodic) = reconcile {
         tracker.spawn(periodic.run(cancel.clone()));

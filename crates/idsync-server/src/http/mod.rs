@@ -31,6 +31,10 @@ pub struct AppState {
     pub wake_sync: Arc<Notify>,
     pub metrics: Option<PrometheusHandle>,
     pub auth: Arc<crate::auth::Auth>,
+    pub hub: crate::feeds::Hub,
+    pub trusted_proxies: Arc<crate::feeds::identity::TrustedProxies>,
+    /// Cancelled on SIGTERM: open streams and sockets end so shutdown is prompt.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Reasons background components give for the process not being ready (Authentik
@@ -101,6 +105,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics::render))
         .routes(routes!(intake::receive))
         .merge(crate::api::routes())
+        .routes(routes!(crate::feeds::sse::stream))
+        .routes(routes!(crate::feeds::ws::upgrade))
 }
 
 #[derive(OpenApi)]

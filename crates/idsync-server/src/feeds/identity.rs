@@ -1,0 +1,264 @@
+//! Who is on the other end of a WebSocket. In order: a bearer token, a stream ticket,
+//! then the gateway's headers. APISIX's openid-connect plugin forwards a client's own
+//! `X-Userinfo` untouched (up to 3.16), so gateway headers are believed only when the
+//! TCP peer is a configured trusted proxy; from anyone else they are ignored, and the
+//! caller is anonymous. Nothing here fails the connection: a browser cannot see why a
+//! handshake failed, so problems are reported in-protocol.
+
+use std::net::IpAddr;
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use idsync_oidc::{Audience, Claims};
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use crate::auth::{self, Caller, Via, tickets};
+use crate::http::AppState;
+
+/// `IDSYNC_TRUSTED_PROXIES`.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Parses CIDRs; a bare address means just that address.
+    pub fn parse(items: &[String]) -> Result<Self, String> {
+        items
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("IDSYNC_TRUSTED_PROXIES: {s:?} is not an address or CIDR"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(TrustedProxies)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address on a dual-stack socket.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+pub struct Identity {
+    pub caller: Option<Caller>,
+    /// A problem worth telling the client (an invalid token or ticket).
+    pub problem: Option<(&'static str, String)>,
+}
+
+impl Identity {
+    fn anonymous() -> Self {
+        Self {
+            caller: None,
+            problem: None,
+        }
+    }
+
+    /// The `hello` frame.
+    pub fn hello(&self) -> Value {
+        match &self.caller {
+            None => {
+                json!({"type": "hello", "authenticated": false, "via": "anonymous", "user": null})
+            }
+            Some(c) => json!({
+                "type": "hello",
+                "authenticated": true,
+                "via": c.via,
+                "user": {
+                    "sub": c.claims.sub,
+                    "preferred_username": c.claims.preferred_username,
+                    "email": c.claims.email,
+                    "name": c.claims.name,
+                    "user_pk": c.user_pk,
+                    "admin": c.is_admin,
+                },
+            }),
+        }
+    }
+}
+
+pub async fn identify(
+    state: &AppState,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    ticket: Option<&str>,
+) -> Identity {
+    if let Some(token) = auth::bearer(headers) {
+        return match state
+            .auth
+            .authenticate(&state.pool, token, Via::Bearer)
+            .await
+        {
+            Ok(caller) => Identity {
+                caller: Some(caller),
+                problem: None,
+            },
+            Err(err) => refused("invalid_token", err),
+        };
+    }
+    if let Some(ticket) = ticket {
+        return match tickets::redeem(&state.pool, ticket).await {
+            Ok(caller) => Identity {
+                caller: Some(caller),
+                problem: None,
+            },
+            Err(err) => refused("invalid_ticket", err),
+        };
+    }
+    let access_token = header(headers, "x-access-token");
+    let userinfo = header(headers, "x-userinfo");
+    if access_token.is_none() && userinfo.is_none() {
+        return Identity::anonymous();
+    }
+    if !state.trusted_proxies.contains(peer) {
+        tracing::warn!(%peer, "ignoring gateway identity headers from a peer not in IDSYNC_TRUSTED_PROXIES");
+        return Identity::anonymous();
+    }
+    // The gateway's access token is proof; its userinfo is only a claim.
+    if let Some(token) = access_token {
+        return match state
+            .auth
+            .authenticate(&state.pool, token, Via::Gateway)
+            .await
+        {
+            Ok(caller) => Identity {
+                caller: Some(caller),
+                problem: None,
+            },
+            Err(err) => refused("invalid_token", err),
+        };
+    }
+    let Some(info) = userinfo.and_then(decode_userinfo) else {
+        tracing::warn!(%peer, "undecodable X-Userinfo from the gateway; treating the caller as anonymous");
+        return Identity::anonymous();
+    };
+    let claims = gateway_claims(&info);
+    let Some(claims) = claims else {
+        return Identity::anonymous();
+    };
+    let user_pk = state
+        .auth
+        .resolve(&state.pool, &claims)
+        .await
+        .ok()
+        .flatten();
+    let is_admin = claims.groups.iter().any(|g| g == &state.auth.admin_group);
+    Identity {
+        caller: Some(Caller {
+            claims,
+            user_pk,
+            is_admin,
+            via: Via::Gateway,
+        }),
+        problem: None,
+    }
+}
+
+fn refused(code: &'static str, err: crate::ApiError) -> Identity {
+    Identity {
+        caller: None,
+        problem: Some((code, err.to_string())),
+    }
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Standard base64 (APISIX pads it; unpadded is accepted too) of a JSON object.
+pub fn decode_userinfo(raw: &str) -> Option<serde_json::Map<String, Value>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+    let bytes = STANDARD
+        .decode(raw)
+        .or_else(|_| STANDARD_NO_PAD.decode(raw))
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// Claims for a gateway-identified caller, from UserInfo (`sub`, `preferred_username`,
+/// `email`, `name`, `groups`). A userinfo without `sub` or a name is not an identity.
+fn gateway_claims(info: &serde_json::Map<String, Value>) -> Option<Claims> {
+    let text = |k: &str| info.get(k).and_then(Value::as_str).map(str::to_owned);
+    let preferred_username = text("preferred_username");
+    let email = text("email");
+    let sub = text("sub")
+        .or_else(|| preferred_username.clone())
+        .or_else(|| email.clone())?;
+    Some(Claims {
+        iss: "gateway".to_owned(),
+        sub,
+        aud: Audience::Many(Vec::new()),
+        // The gateway's session, not a token, bounds this identity.
+        exp: i64::MAX,
+        iat: None,
+        nbf: None,
+        auth_time: None,
+        azp: None,
+        uid: None,
+        scope: None,
+        email,
+        preferred_username,
+        name: text("name"),
+        groups: info
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(|g| {
+                g.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxies_parse_cidrs_and_addresses() {
+        let t = TrustedProxies::parse(&["10.0.0.0/8".into(), " 127.0.0.1 ".into(), "".into()])
+            .expect("parse");
+        assert!(t.contains("10.1.2.3".parse().expect("ip")));
+        assert!(t.contains("127.0.0.1".parse().expect("ip")));
+        assert!(t.contains("::ffff:127.0.0.1".parse().expect("ip")));
+        assert!(!t.contains("192.168.1.1".parse().expect("ip")));
+        assert!(TrustedProxies::parse(&["nope".into()]).is_err());
+        assert!(!TrustedProxies::default().contains("127.0.0.1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn userinfo_decoding() {
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+        let json =
+            r#"{"sub":"abc","preferred_username":"jane@example.org","email":"jane@example.org"}"#;
+        let padded = STANDARD.encode(json);
+        let info = decode_userinfo(&padded).expect("padded");
+        assert_eq!(
+            gateway_claims(&info)
+                .expect("claims")
+                .preferred_username
+                .as_deref(),
+            Some("jane@example.org")
+        );
+        assert!(decode_userinfo(&STANDARD_NO_PAD.encode(json)).is_some());
+        assert!(decode_userinfo("%%%not base64").is_none());
+        assert!(decode_userinfo(&STANDARD.encode("[1,2]")).is_none());
+        assert!(decode_userinfo(&STANDARD.encode("not json")).is_none());
+        assert!(gateway_claims(&serde_json::Map::new()).is_none());
+    }
+}

@@ -1,0 +1,166 @@
+//! `GET /api/events/stream`: Server-Sent Events. `id:` is the position, `event:` the
+//! event type, `data:` the feed item. Resume with `Last-Event-ID` or `?after=`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{Filter, Start, Subscription};
+use crate::ApiError;
+use crate::auth::{self, Caller, Via, tickets};
+use crate::http::AppState;
+use crate::metrics::{FEED_EVENTS_DELIVERED, SSE_STREAMS_OPEN};
+
+/// How long a browser waits before reconnecting.
+const RETRY: Duration = Duration::from_secs(3);
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// Start after this position (exclusive; 0 = from the beginning). `Last-Event-ID`
+    /// wins when both are present. Neither: only new events.
+    after: Option<i64>,
+    /// A single-use ticket from `POST /api/stream-tickets`, for clients that cannot send
+    /// headers (a browser `EventSource`).
+    ticket: Option<String>,
+}
+
+/// The live event feed.
+#[utoipa::path(get, path = "/api/events/stream", tag = "feeds", security(("bearer" = [])), params(StreamParams,
+        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this position")),
+    responses(
+        (status = 200, description = "text/event-stream: `id:` position, `event:` type, `data:` the feed item", content_type = "text/event-stream", body = String),
+        (status = 400, description = "invalid `after` or `Last-Event-ID`", body = crate::api::ErrorBody),
+        (status = 401, description = "missing or invalid token or ticket", body = crate::api::ErrorBody),
+        (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = crate::api::ErrorBody),
+    ))]
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    query: Result<Query<StreamParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let caller = identify(&state, &headers, &uri, params.ticket.as_deref()).await?;
+    let start = start_of(&headers, params.after)?;
+    let mut subscription = Subscription::start(
+        state.pool.clone(),
+        &state.hub,
+        Filter::for_caller(&caller),
+        start,
+    )
+    .await?;
+    let cancel = state.shutdown.clone();
+    // The stream ends when the caller's token does.
+    let expires_in = Duration::from_secs(
+        u64::try_from(caller.claims.exp - chrono::Utc::now().timestamp()).unwrap_or(0),
+    );
+    let open = OpenGauge::new(SSE_STREAMS_OPEN);
+    let events = async_stream::stream! {
+        let _open = open;
+        yield Ok::<Event, Infallible>(Event::default().retry(RETRY));
+        let expiry = tokio::time::sleep(expires_in);
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = &mut expiry => {
+                    yield Ok(Event::default().event("token_expired").data("the access token expired; reconnect with a new one"));
+                    break;
+                }
+                next = subscription.next() => match next {
+                    Ok(Some(item)) => {
+                        metrics::counter!(FEED_EVENTS_DELIVERED, "transport" => "sse").increment(1);
+                        let data = serde_json::to_string(&*item).unwrap_or_default();
+                        yield Ok(Event::default().id(item.position.to_string()).event(&item.event_type).data(data));
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        // The client reconnects with Last-Event-ID and loses nothing.
+                        tracing::warn!(error = %err, "live feed read failed; closing the stream");
+                        break;
+                    }
+                },
+            }
+        }
+    };
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .into_response();
+    let h = response.headers_mut();
+    // Proxies (nginx) must not buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+async fn identify(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    ticket: Option<&str>,
+) -> Result<Caller, ApiError> {
+    if state.auth.verifier.is_none() {
+        return Err(ApiError::OidcNotConfigured);
+    }
+    if auth::token_in_url(uri) {
+        return Err(ApiError::TokenInUrl);
+    }
+    match (auth::bearer(headers), ticket) {
+        (Some(token), _) => {
+            state
+                .auth
+                .authenticate(&state.pool, token, Via::Bearer)
+                .await
+        }
+        (None, Some(ticket)) => tickets::redeem(&state.pool, ticket).await,
+        (None, None) => Err(ApiError::MissingToken),
+    }
+}
+
+fn start_of(headers: &HeaderMap, after: Option<i64>) -> Result<Start, ApiError> {
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|p| *p >= 0)
+                .ok_or_else(|| {
+                    ApiError::InvalidRequest(
+                        "Last-Event-ID must be a position (an integer >= 0)".to_owned(),
+                    )
+                })?,
+        ),
+    };
+    match (last_event_id, after) {
+        (Some(p), _) => Ok(Start::After(p)),
+        (None, Some(a)) if a >= 0 => Ok(Start::After(a)),
+        (None, Some(_)) => Err(ApiError::InvalidRequest("after must be >= 0".to_owned())),
+        (None, None) => Ok(Start::Now),
+    }
+}
+
+/// Counts an open stream or socket for as long as it lives.
+pub struct OpenGauge(&'static str);
+
+impl OpenGauge {
+    pub fn new(name: &'static str) -> Self {
+        metrics::gauge!(name).increment(1.0);
+        Self(name)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
+    }
+}
