@@ -4,6 +4,7 @@
 //! Everything here talks to loopback only, is bounded in time, and stops by itself.
 
 mod auth;
+mod fanout;
 mod intake;
 mod replay;
 mod support;
@@ -38,6 +39,9 @@ enum Bench {
     /// A JWT-protected request answered from the token's claims (`/api/whoami`, RS256)
     /// beside `/livez`, same concurrency, same run.
     Auth(auth::Args),
+    /// SSE fan-out on one process: N subscribers held open, events per second delivered
+    /// to all of them in order, delivery latency, RSS per idle subscriber.
+    Fanout(fanout::Args),
 }
 
 #[tokio::main]
@@ -47,6 +51,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Intake(args) => intake::run(&cli.database_url, args).await,
         Bench::Replay(args) => replay::run(&cli.database_url, args).await,
         Bench::Auth(args) => auth::run(&cli.database_url, args).await,
+        Bench::Fanout(args) => fanout::run(&cli.database_url, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

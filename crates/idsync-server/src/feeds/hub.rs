@@ -8,14 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use idsync_store::{FeedItem, Notifier, feed};
+use idsync_store::{Notifier, feed};
+
+use super::LiveItem;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct Hub {
-    tx: broadcast::Sender<Arc<FeedItem>>,
+    tx: broadcast::Sender<Arc<LiveItem>>,
     /// The last position broadcast (0 before the first read).
     head: Arc<AtomicI64>,
 }
@@ -31,7 +33,7 @@ impl Hub {
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedItem>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveItem>> {
         self.tx.subscribe()
     }
 
@@ -68,7 +70,7 @@ impl Hub {
                         for item in items {
                             head = item.position;
                             // No receivers is fine: nobody is listening right now.
-                            let _ = self.tx.send(Arc::new(item));
+                            let _ = self.tx.send(Arc::new(LiveItem::new(item)));
                         }
                         self.head.store(head, Ordering::Release);
                         if !full {

@@ -13,7 +13,7 @@ pub mod sse;
 pub mod ws;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use idsync_store::{FeedItem, StoreError, feed};
 use sqlx::PgPool;
@@ -21,6 +21,45 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::auth::Caller;
 pub use hub::Hub;
+
+/// A feed item on its way to subscribers, with its wire forms computed once and shared:
+/// with thousands of subscribers, serialising per subscriber would dominate the cost.
+pub struct LiveItem {
+    pub item: FeedItem,
+    sse: OnceLock<String>,
+    ws: OnceLock<String>,
+}
+
+impl LiveItem {
+    pub fn new(item: FeedItem) -> Self {
+        Self {
+            item,
+            sse: OnceLock::new(),
+            ws: OnceLock::new(),
+        }
+    }
+
+    /// The feed item as JSON (SSE `data:`).
+    pub fn sse_json(&self) -> &str {
+        self.sse
+            .get_or_init(|| serde_json::to_string(&self.item).unwrap_or_default())
+    }
+
+    /// The WebSocket `event` frame: the feed item with `type: "event"`, its own type
+    /// moved to `event_type`.
+    pub fn ws_json(&self) -> &str {
+        self.ws.get_or_init(|| {
+            let mut message = serde_json::to_value(&self.item).unwrap_or_default();
+            if let serde_json::Value::Object(map) = &mut message {
+                if let Some(t) = map.remove("type") {
+                    map.insert("event_type".to_owned(), t);
+                }
+                map.insert("type".to_owned(), serde_json::json!("event"));
+            }
+            message.to_string()
+        })
+    }
+}
 
 /// Who may see which events.
 #[derive(Debug, Clone, Copy)]
@@ -57,11 +96,11 @@ pub enum Start {
 
 pub struct Subscription {
     pool: PgPool,
-    live: broadcast::Receiver<Arc<FeedItem>>,
+    live: broadcast::Receiver<Arc<LiveItem>>,
     filter: Filter,
     /// The last position handled (sent or filtered out).
     last: i64,
-    pending: VecDeque<Arc<FeedItem>>,
+    pending: VecDeque<Arc<LiveItem>>,
     /// Read the database from `last` before taking live events again.
     catch_up: bool,
 }
@@ -91,7 +130,7 @@ impl Subscription {
     }
 
     /// The next event this subscriber may see. `None` when the hub is gone.
-    pub async fn next(&mut self) -> Result<Option<Arc<FeedItem>>, StoreError> {
+    pub async fn next(&mut self) -> Result<Option<Arc<LiveItem>>, StoreError> {
         loop {
             if let Some(item) = self.pending.pop_front() {
                 return Ok(Some(item));
@@ -103,13 +142,13 @@ impl Subscription {
                     continue;
                 }
                 for item in page {
-                    self.accept(Arc::new(item));
+                    self.accept(Arc::new(LiveItem::new(item)));
                 }
                 continue;
             }
             match self.live.recv().await {
-                Ok(item) if item.position <= self.last => {} // already sent from the backlog
-                Ok(item) if item.position == self.last + 1 => self.accept(item),
+                Ok(live) if live.item.position <= self.last => {} // already sent from the backlog
+                Ok(live) if live.item.position == self.last + 1 => self.accept(live),
                 // A gap: something was broadcast before we subscribed, or dropped.
                 Ok(_) => self.catch_up = true,
                 Err(RecvError::Lagged(missed)) => {
@@ -121,10 +160,33 @@ impl Subscription {
         }
     }
 
-    fn accept(&mut self, item: Arc<FeedItem>) {
-        self.last = item.position;
-        if self.filter.allows(&item) {
-            self.pending.push_back(item);
+    /// The next event only if it is ready now (already pending, or waiting in the live
+    /// broadcast in order), without touching the database. Lets a writer batch what
+    /// is ready into one write; anything unusual (a gap, a lag) is left for `next`.
+    pub fn try_next_ready(&mut self) -> Option<Arc<LiveItem>> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(item);
+            }
+            if self.catch_up {
+                return None;
+            }
+            match self.live.try_recv() {
+                Ok(live) if live.item.position <= self.last => {}
+                Ok(live) if live.item.position == self.last + 1 => self.accept(live),
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    self.catch_up = true;
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn accept(&mut self, live: Arc<LiveItem>) {
+        self.last = live.item.position;
+        if self.filter.allows(&live.item) {
+            self.pending.push_back(live);
         }
     }
 }

@@ -103,17 +103,9 @@ async fn session(mut socket: WebSocket, state: AppState, identity: Identity) {
                 }
             }
             next = next_event(&mut subscription) => match next {
-                Ok(Some(item)) => {
+                Ok(Some(live)) => {
                     metrics::counter!(FEED_EVENTS_DELIVERED, "transport" => "ws").increment(1);
-                    let mut message = serde_json::to_value(&*item).unwrap_or(Value::Null);
-                    // The frame's `type` says what the frame is; the event's type moves to `event_type`.
-                    if let Value::Object(map) = &mut message {
-                        if let Some(t) = map.remove("type") {
-                            map.insert("event_type".to_owned(), t);
-                        }
-                        map.insert("type".to_owned(), json!("event"));
-                    }
-                    if send(&mut socket, &message).await.is_err() {
+                    if socket.send(Message::Text(Utf8Bytes::from(live.ws_json()))).await.is_err() {
                         return;
                     }
                 }
@@ -133,7 +125,7 @@ async fn session(mut socket: WebSocket, state: AppState, identity: Identity) {
 /// Pending forever when not subscribed, so the select above simply waits on the rest.
 async fn next_event(
     subscription: &mut Option<Subscription>,
-) -> Result<Option<std::sync::Arc<idsync_store::FeedItem>>, idsync_store::StoreError> {
+) -> Result<Option<std::sync::Arc<super::LiveItem>>, idsync_store::StoreError> {
     match subscription {
         Some(s) => s.next().await,
         None => std::future::pending().await,

@@ -1,0 +1,255 @@
+//! SSE fan-out: N subscribers on one idsync process, events appended at a fixed rate
+//! (committed by this process, as another idsync process would: they reach the server
+//! through Postgres NOTIFY), and for every subscriber a check that every position
+//! arrives exactly once, in order. Latency is measured from the event's `recorded_at`
+//! (set in the committing transaction) to its arrival, on every tenth subscriber.
+//! RSS per idle subscriber is the server's RSS growth over N idle streams, divided by N.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use idsync_domain::{EventMetadata, Source, UserCommand, UserSnapshot};
+use idsync_store::EventStore;
+use idsync_testkit::oidc::{TestIssuer, TokenSpec};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+use crate::support::{BoxError, ScratchDb, Server, ms, quantile};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: usize,
+    /// Events per second appended.
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+pub async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
+    let db = ScratchDb::create(server_url, "idsync_bench_fanout").await?;
+    let result = measure(&db, &args).await;
+    db.drop_db().await?;
+    result
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+struct Tally {
+    received: AtomicU64,
+    out_of_order: AtomicU64,
+    latencies: Mutex<Vec<Duration>>,
+}
+
+async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
+    let issuer = TestIssuer::start().await;
+    let (iss, aud) = (issuer.issuer(), issuer.client_id());
+    let server = Server::start(
+        &db.url,
+        &[
+            ("IDSYNC_WEBHOOK_SECRET", "bench"),
+            ("IDSYNC_OIDC_ISSUER", iss.as_str()),
+            ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
+        ],
+    )
+    .await?;
+    let pid = server.child.id().ok_or("no pid")?;
+    let token = issuer.token(
+        &TokenSpec::new()
+            .sub("1")
+            .groups(["authentik Admins"])
+            .exp_in(3600),
+    );
+    let total = args.rate * args.seconds;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = rss_kb(pid);
+
+    let tally = Arc::new(Tally {
+        received: AtomicU64::new(0),
+        out_of_order: AtomicU64::new(0),
+        latencies: Mutex::new(Vec::new()),
+    });
+    let request = format!(
+        "GET /api/events/stream?after=0 HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+        server.addr
+    );
+    let opened = Instant::now();
+    let mut readers = Vec::with_capacity(args.subscribers);
+    let connect_gate = Arc::new(tokio::sync::Semaphore::new(256));
+    for i in 0..args.subscribers {
+        let gate = connect_gate.clone();
+        let addr = server.addr;
+        let request = request.clone();
+        let tally = tally.clone();
+        readers.push(tokio::spawn(async move {
+            let stream = {
+                let _permit = gate.acquire().await;
+                let mut tcp = TcpStream::connect(addr).await?;
+                tcp.write_all(request.as_bytes()).await?;
+                tcp
+            };
+            let mut lines = BufReader::with_capacity(4096, stream).lines();
+            let mut last = 0u64;
+            let sample = i % 10 == 0;
+            let mut samples = Vec::new();
+            while last < total {
+                let Some(line) = lines.next_line().await? else {
+                    break;
+                };
+                if let Some(id) = line.strip_prefix("id: ") {
+                    let id: u64 = id.trim().parse().unwrap_or(0);
+                    if id != last + 1 {
+                        tally.out_of_order.fetch_add(1, Ordering::Relaxed);
+                    }
+                    last = id;
+                    tally.received.fetch_add(1, Ordering::Relaxed);
+                } else if sample && line.starts_with("data: ") {
+                    if let Some(at) = recorded_at(&line) {
+                        samples.push((Utc::now() - at).to_std().unwrap_or_default());
+                    }
+                }
+            }
+            tally.latencies.lock().await.extend(samples);
+            Ok::<u64, std::io::Error>(last)
+        }));
+    }
+    // Idle: every subscriber connected, nothing to send yet.
+    let idle_wait = Instant::now();
+    loop {
+        let open = open_streams(server.addr).await.unwrap_or(0);
+        if open >= args.subscribers as u64 || idle_wait.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let connect_time = opened.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_idle = rss_kb(pid);
+
+    // Produce at a fixed rate.
+    let pool = sqlx::PgPool::connect(&db.url).await?;
+    let store = EventStore::new(pool.clone());
+    let produced = Instant::now();
+    let tick = Duration::from_secs_f64(1.0 / args.rate as f64);
+    for n in 0..total {
+        let due = produced + tick * n as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let pk = n as i64 + 1;
+        store
+            .execute(
+                pk,
+                UserCommand::ApplySnapshot(snapshot(pk)),
+                &EventMetadata::new(Source::Webhook, None, Utc::now()),
+            )
+            .await?;
+    }
+    let production = produced.elapsed();
+    let mut complete = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for r in readers {
+        if let Ok(Ok(Ok(last))) = tokio::time::timeout_at(deadline, r).await {
+            if last >= total {
+                complete += 1;
+            }
+        }
+    }
+    let delivery = produced.elapsed();
+    server.stop().await;
+    pool.close().await;
+
+    let mut latencies = tally.latencies.lock().await.clone();
+    latencies.sort_unstable();
+    let received = tally.received.load(Ordering::Relaxed);
+    println!();
+    println!(
+        "SSE fan-out on one process: {} subscribers, {} events at {}/s",
+        args.subscribers, total, args.rate
+    );
+    println!(
+        "subscribers connected:            {} in {:.1} s",
+        args.subscribers,
+        connect_time.as_secs_f64()
+    );
+    println!(
+        "every event to every subscriber:  {complete}/{} subscribers complete, {} out-of-order/missed",
+        args.subscribers,
+        tally.out_of_order.load(Ordering::Relaxed)
+    );
+    println!(
+        "events delivered:                 {received} ({:.0}/s over {:.1} s; offered {}/s x {} = {}/s)",
+        received as f64 / delivery.as_secs_f64(),
+        delivery.as_secs_f64(),
+        args.rate,
+        args.subscribers,
+        args.rate * args.subscribers as u64
+    );
+    println!(
+        "production took {:.1} s (target {} s)",
+        production.as_secs_f64(),
+        args.seconds
+    );
+    println!(
+        "delivery latency (commit -> client), {} samples: p50 {}  p99 {}  (target p99 < 250 ms)",
+        latencies.len(),
+        ms(quantile(&latencies, 0.5)),
+        ms(quantile(&latencies, 0.99))
+    );
+    println!(
+        "server RSS: {} KB before, {} KB with {} idle subscribers: {:.1} KB per idle subscriber (target < 16 KB)",
+        rss_before,
+        rss_idle,
+        args.subscribers,
+        (rss_idle.saturating_sub(rss_before)) as f64 / args.subscribers as f64
+    );
+    Ok(())
+}
+
+/// `"recorded_at":"<RFC 3339>"` from a data line, without parsing the whole JSON.
+fn recorded_at(line: &str) -> Option<DateTime<Utc>> {
+    let start = line.find("\"recorded_at\":\"")? + "\"recorded_at\":\"".len();
+    let end = start + line[start..].find('"')?;
+    DateTime::parse_from_rfc3339(&line[start..end])
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+async fn open_streams(addr: std::net::SocketAddr) -> Option<u64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with("idsync_sse_streams_open "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+fn snapshot(pk: i64) -> UserSnapshot {
+    UserSnapshot {
+        pk,
+        uuid: uuid::Uuid::from_u128(pk as u128),
+        username: format!("user{pk}"),
+        email: format!("user{pk}@example.org"),
+        name: format!("User {pk}"),
+        is_active: true,
+        user_type: "internal".into(),
+        groups: vec!["staff".into()],
+        date_joined: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+    }
+}
