@@ -48,16 +48,15 @@ pub async fn upgrade(
 
 async fn session(mut socket: WebSocket, state: AppState, identity: Identity) {
     let _open = OpenGauge::new(WS_CONNECTIONS_OPEN);
-    if let Some((code, detail)) = &identity.problem {
-        if send(
+    if let Some((code, detail)) = &identity.problem
+        && send(
             &mut socket,
             &json!({"type": "error", "code": code, "detail": detail}),
         )
         .await
         .is_err()
-        {
-            return;
-        }
+    {
+        return;
     }
     if send(&mut socket, &identity.hello()).await.is_err() {
         return;
