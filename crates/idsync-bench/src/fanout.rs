@@ -116,10 +116,11 @@ async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
                     }
                     last = id;
                     tally.received.fetch_add(1, Ordering::Relaxed);
-                } else if sample && line.starts_with("data: ") {
-                    if let Some(at) = recorded_at(&line) {
-                        samples.push((Utc::now() - at).to_std().unwrap_or_default());
-                    }
+                } else if sample
+                    && line.starts_with("data: ")
+                    && let Some(at) = recorded_at(&line)
+                {
+                    samples.push((Utc::now() - at).to_std().unwrap_or_default());
                 }
             }
             tally.latencies.lock().await.extend(samples);
@@ -160,10 +161,10 @@ async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
     let mut complete = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for r in readers {
-        if let Ok(Ok(Ok(last))) = tokio::time::timeout_at(deadline, r).await {
-            if last >= total {
-                complete += 1;
-            }
+        if let Ok(Ok(Ok(last))) = tokio::time::timeout_at(deadline, r).await
+            && last >= total
+        {
+            complete += 1;
         }
     }
     let delivery = produced.elapsed();
