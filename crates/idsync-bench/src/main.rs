@@ -7,6 +7,7 @@ mod auth;
 mod fanout;
 mod intake;
 mod latency;
+mod reconcile;
 mod replay;
 mod support;
 
@@ -40,6 +41,9 @@ enum Bench {
     /// A JWT-protected request answered from the token's claims (`/api/whoami`, RS256)
     /// beside `/livez`, same concurrency, same run.
     Auth(auth::Args),
+    /// `idsync reconcile` of N users against the Authentik stub, cold (all registered)
+    /// and in steady state (nothing changed), each beside the stub's own listing time.
+    Reconcile(reconcile::Args),
     /// SSE fan-out on one process: N subscribers held open, events per second delivered
     /// to all of them in order, delivery latency, RSS per idle subscriber.
     Fanout(fanout::Args),
@@ -55,6 +59,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Intake(args) => intake::run(&cli.database_url, args).await,
         Bench::Replay(args) => replay::run(&cli.database_url, args).await,
         Bench::Auth(args) => auth::run(&cli.database_url, args).await,
+        Bench::Reconcile(args) => reconcile::run(&cli.database_url, args).await,
         Bench::Fanout(args) => fanout::run(&cli.database_url, args).await,
         Bench::Latency(args) => latency::run(&cli.database_url, args).await,
     };

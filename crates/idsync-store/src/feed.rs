@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use idsync_domain::User;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, Row};
 
 use crate::StoreError;
@@ -59,6 +60,84 @@ pub async fn read_after_unbounded<'e>(
     .fetch_all(db)
     .await?;
     rows.iter().map(to_item).collect()
+}
+
+/// Events as a projection rebuild reads them in bulk: the rows as they came, decoded
+/// one by one on demand (see [`RawEvent`]). Owns its rows, so it can be handed to
+/// another thread while the next batch is read.
+#[derive(Debug, Default)]
+pub struct RawBatch {
+    rows: Vec<PgRow>,
+}
+
+/// An event of a [`RawBatch`]: the stored payload as text (still tagged,
+/// `{"UserUpdated": {...}}`), to deserialise straight into typed structs, and no
+/// metadata. Borrowed from the row: nothing is copied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawEvent<'r> {
+    pub position: i64,
+    pub event_type: &'r str,
+    pub user_pk: i64,
+    pub recorded_at: DateTime<Utc>,
+    pub payload: &'r str,
+}
+
+impl RawBatch {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The position of the last event (None when empty).
+    pub fn last_position(&self) -> Result<Option<i64>, StoreError> {
+        Ok(match self.rows.last() {
+            Some(row) => Some(row.try_get(0)?),
+            None => None,
+        })
+    }
+
+    /// The events, oldest first.
+    pub fn events(&self) -> impl Iterator<Item = Result<RawEvent<'_>, StoreError>> {
+        self.rows.iter().map(|row| {
+            let position: i64 = row.try_get(0)?;
+            let aggregate_id: &str = row.try_get(2)?;
+            let user_pk = aggregate_id.parse().map_err(|_| StoreError::Corrupt {
+                position,
+                reason: format!("aggregate id {aggregate_id:?} is not a pk"),
+            })?;
+            Ok(RawEvent {
+                position,
+                event_type: row.try_get(1)?,
+                user_pk,
+                recorded_at: row.try_get(3)?,
+                payload: row.try_get(4)?,
+            })
+        })
+    }
+}
+
+/// Like `read_after_unbounded`, for bulk readers (replay): the same events, in the same
+/// order, as a [`RawBatch`] instead of feed items.
+pub async fn read_raw_after<'e>(
+    db: impl PgExecutor<'e>,
+    after: i64,
+    limit: i64,
+) -> Result<RawBatch, StoreError> {
+    let rows = sqlx::query(
+        "SELECT global_position, event_type, aggregate_id, recorded_at, payload::text
+           FROM events
+          WHERE aggregate_type = $1 AND global_position > $2
+          ORDER BY global_position LIMIT $3",
+    )
+    .bind(<User as cqrs_es::Aggregate>::TYPE)
+    .bind(after)
+    .bind(limit.max(0))
+    .fetch_all(db)
+    .await?;
+    Ok(RawBatch { rows })
 }
 
 /// One user's events with `global_position > after`, oldest first.

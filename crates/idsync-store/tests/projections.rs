@@ -316,3 +316,88 @@ async fn only_one_projector_is_active_and_a_standby_takes_over(pool: PgPool) {
     }
     b_cancel.cancel();
 }
+
+async fn table_rows(pool: &PgPool, table: &str) -> Vec<UserRow> {
+    sqlx::query_as(&format!("SELECT pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, position FROM {table} ORDER BY pk"))
+        .fetch_all(pool)
+        .await
+        .expect("rows")
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_bulk_rebuild_equals_the_live_projection_within_and_past_its_memory_bound(
+    pool: PgPool,
+) {
+    let store = EventStore::new(pool.clone());
+    write_history(&store, 1..=60, 4).await;
+    // A few users registered late, updated and deleted, interleaved with the others.
+    write_history(&store, 61..=70, 2).await;
+    catch_up(&pool, 50).await;
+    let live = table_rows(&pool, "users").await;
+    let head = feed::head(&pool).await.expect("head");
+    assert_eq!(live.len(), 70);
+
+    // Everything in memory; a bound hit at once; a bound hit midway. Big and odd batches.
+    for (max_users, batch) in [(usize::MAX, 10_000), (usize::MAX, 13), (0, 17), (25, 9)] {
+        let mut conn = pool.acquire().await.expect("conn");
+        sqlx::query("DROP TABLE IF EXISTS users_check")
+            .execute(&mut *conn)
+            .await
+            .expect("drop");
+        sqlx::query("CREATE TABLE users_check (LIKE users INCLUDING ALL)")
+            .execute(&mut *conn)
+            .await
+            .expect("create");
+        let mut seen: Vec<(u64, i64)> = Vec::new();
+        let mut sink = |done: u64, head: i64| seen.push((done, head));
+        let mut progress = replay::RebuildProgress::start(&mut conn, &mut sink)
+            .await
+            .expect("progress");
+        let position = idsync_store::projections::users::rebuild(
+            &mut conn,
+            "users_check",
+            batch,
+            max_users,
+            &mut progress,
+        )
+        .await
+        .expect("rebuild");
+        assert_eq!(
+            progress.done(),
+            head as u64,
+            "max {max_users}, batch {batch}"
+        );
+        drop(conn);
+        assert_eq!(position, head, "max {max_users}, batch {batch}");
+        assert_eq!(seen.last(), Some(&(head as u64, head)));
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+        assert_eq!(
+            table_rows(&pool, "users_check").await,
+            live,
+            "max {max_users}, batch {batch}"
+        );
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_bulk_rebuild_refuses_a_corrupt_event(pool: PgPool) {
+    let store = EventStore::new(pool.clone());
+    write_history(&store, 1..=3, 1).await;
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('User', '2', 2, 'UserUpdated', '1.0', '{\"UserDeleted\":{\"pk\":2}}', '{}')",
+    )
+    .execute(&pool)
+    .await
+    .expect("insert");
+    let err = replay::replay(&UsersProjection, &pool, 1000, |_: u64, _: i64| {})
+        .await
+        .expect_err("corrupt");
+    assert!(
+        matches!(err, idsync_store::StoreError::Corrupt { position: 4, .. }),
+        "{err}"
+    );
+    // The live model was not touched.
+    assert!(read_model(&pool).await.is_empty());
+    assert_eq!(checkpoint(&pool).await, 0);
+}

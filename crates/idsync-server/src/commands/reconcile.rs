@@ -50,17 +50,16 @@ pub async fn run(global: &GlobalArgs, args: ReconcileArgs) -> Result<(), CliErro
         }
     };
 
+    // Batches hold a database connection each; one more is the lock's (detached).
+    let connections = global
+        .pool_config()
+        .max_connections
+        .saturating_sub(1)
+        .max(1) as usize;
     let options = Options {
         page_size: args.page_size,
         dry_run: args.dry_run,
-        // One connection stays free for the lock (detached) and the pool's own needs.
-        commands_in_flight: Options::default().commands_in_flight.min(
-            global
-                .pool_config()
-                .max_connections
-                .saturating_sub(1)
-                .max(1) as usize,
-        ),
+        batches_in_flight: Options::default().batches_in_flight.min(connections),
         ..Options::default()
     };
     let store = EventStore::new(pool.clone());

@@ -17,10 +17,14 @@
 //!                                                                    │ channel
 //!            users in the read model but not listed, after paging ───┤
 //!                                                                    ▼
-//!                                     commands, bounded concurrency ─▶ report
+//!                  rechecks by pk, bounded concurrency ─▶ commands in batches ─▶ report
 //! ```
 //!
 //! Listing and commands overlap: a difference is acted on as soon as its page arrives.
+//! Commands go to the event store in batches (`EventStore::execute_many`): whatever is
+//! ready, up to [`Options::batch_size`], committed in one transaction. Event writers
+//! are serialised until they commit, so one transaction per user would cap a run at
+//! one WAL flush per user (about 600 users/s here); a batch shares one flush.
 //!
 //! Two rules guard against acting on a stale or shifting listing. Authentik's list is
 //! not ordered by pk and users change while we page, so a user can move between pages
@@ -39,9 +43,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
 use idsync_authentik::{AuthentikClient, AuthentikUser, ClientError, UserPage};
-use idsync_domain::{
-    EventMetadata, Source, UserChanges, UserCommand, UserError, UserEvent, UserSnapshot,
-};
+use idsync_domain::{EventMetadata, Source, UserChanges, UserCommand, UserEvent, UserSnapshot};
 use idsync_store::projections::users::{self, UserRow};
 use idsync_store::{EventStore, StoreError};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -73,9 +75,13 @@ pub struct Options {
     pub dry_run: bool,
     /// Listing pages fetched at once.
     pub pages_in_flight: usize,
-    /// Users checked or commands run at once. Each holds a database connection (and may
-    /// make one Authentik call), so keep it below the pool size.
+    /// Users rechecked against Authentik (one call each) at once.
     pub commands_in_flight: usize,
+    /// Most commands committed together in one transaction.
+    pub batch_size: usize,
+    /// Batches loading, deciding or committing at once. Each holds a database
+    /// connection; the commits themselves take turns (event writers are serialised).
+    pub batches_in_flight: usize,
 }
 
 impl Default for Options {
@@ -85,6 +91,8 @@ impl Default for Options {
             dry_run: false,
             pages_in_flight: 8,
             commands_in_flight: 16,
+            batch_size: 500,
+            batches_in_flight: 2,
         }
     }
 }
@@ -292,18 +300,23 @@ pub async fn reconcile<D: Directory>(
     let (tx, mut rx) = mpsc::channel::<Work>(QUEUE);
     let listing = list(&runner, options, page_size, first, known, tx);
     let applying = futures::stream::poll_fn(|cx| rx.poll_recv(cx))
-        .map(|work| runner.handle(work))
+        .map(|work| runner.prepare(work))
         .buffer_unordered(options.commands_in_flight.max(1))
+        .ready_chunks(options.batch_size.max(1))
+        .map(|batch| runner.run_batch(batch))
+        .buffer_unordered(options.batches_in_flight.max(1))
         .try_fold(
             (Counts::default(), Vec::new()),
-            |(mut counts, mut changes), change| async move {
-                counts.add(change.as_ref().map(|c| &c.kind));
-                changes.extend(change);
+            |(mut counts, mut changes), batch| async move {
+                for change in batch {
+                    counts.add(change.as_ref().map(|c| &c.kind));
+                    changes.extend(change);
+                }
                 Ok((counts, changes))
             },
         );
     // Either side failing ends the run at once (try_join drops the other side). What
-    // was already committed stays: each command commits alone and the next run goes on.
+    // was already committed stays: each batch commits alone and the next run goes on.
     let ((listed, unchanged_in_listing), (mut counts, mut changes)) =
         tokio::try_join!(listing, applying)?;
     counts.unchanged += unchanged_in_listing;
@@ -468,72 +481,123 @@ struct Runner<'a, D> {
     done: AtomicU64,
 }
 
-impl<D: Directory> Runner<'_, D> {
-    /// What became of one user: None when nothing changed.
-    async fn handle(&self, work: Work) -> Result<Option<Change>, ReconcileError> {
-        let result = self.decide(work).await;
-        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        (self.progress)(Progress::Applied {
-            done,
-            queued: self.queued.load(Ordering::Relaxed),
-        });
-        result
-    }
+/// A work item made ready for the event store.
+enum Prepared {
+    /// Settled without a command: the listing was older than the read model.
+    Settled,
+    /// This command, for this user.
+    Command {
+        pk: i64,
+        username: String,
+        command: UserCommand,
+    },
+}
 
-    async fn decide(&self, work: Work) -> Result<Option<Change>, ReconcileError> {
-        let (pk, username, command) = match work {
-            Work::Missing(snapshot) => (
-                snapshot.pk,
-                snapshot.username.clone(),
-                UserCommand::ApplySnapshot(snapshot),
-            ),
+impl<D: Directory> Runner<'_, D> {
+    /// Turn a work item into a command; a recheck fetches the user from Authentik first.
+    async fn prepare(&self, work: Work) -> Result<Prepared, ReconcileError> {
+        Ok(match work {
+            Work::Missing(snapshot) => Prepared::Command {
+                pk: snapshot.pk,
+                username: snapshot.username.clone(),
+                command: UserCommand::ApplySnapshot(snapshot),
+            },
             Work::Recheck(row) => match fetch_user(self.directory, row.pk).await {
                 Ok(user) => {
                     let fresh = user.to_snapshot();
                     // Equal to what we have: the listing was older than the read model.
                     if UserChanges::between(&row.to_snapshot(), &fresh).is_empty() {
-                        return Ok(None);
+                        return Ok(Prepared::Settled);
                     }
-                    (
-                        fresh.pk,
-                        fresh.username.clone(),
-                        UserCommand::ApplySnapshot(fresh),
-                    )
+                    Prepared::Command {
+                        pk: fresh.pk,
+                        username: fresh.username.clone(),
+                        command: UserCommand::ApplySnapshot(fresh),
+                    }
                 }
                 Err(ReconcileError::Authentik {
                     source: ClientError::NotFound,
                     ..
-                }) => (
-                    row.pk,
-                    row.username.clone(),
-                    UserCommand::Delete { pk: row.pk },
-                ),
+                }) => Prepared::Command {
+                    pk: row.pk,
+                    username: row.username.clone(),
+                    command: UserCommand::Delete { pk: row.pk },
+                },
                 Err(err) => return Err(err),
             },
-        };
-        let events = if self.dry_run {
-            // The aggregate's own rules on its current state, without the commit.
-            match self.store.load(pk).await?.decide(command) {
-                Ok(events) => events,
-                Err(UserError::Deleted { .. } | UserError::PkMismatch { .. }) => {
-                    return Ok(Some(conflict(pk, username)));
+        })
+    }
+
+    /// Run a batch of commands (or, dry, decide them) and say what became of each user:
+    /// None when nothing changed.
+    async fn run_batch(
+        &self,
+        batch: Vec<Result<Prepared, ReconcileError>>,
+    ) -> Result<Vec<Option<Change>>, ReconcileError> {
+        let size = batch.len() as u64;
+        let mut settled = 0usize;
+        let mut users = Vec::with_capacity(batch.len());
+        let mut items = Vec::with_capacity(batch.len());
+        for prepared in batch {
+            match prepared? {
+                Prepared::Settled => settled += 1,
+                Prepared::Command {
+                    pk,
+                    username,
+                    command,
+                } => {
+                    users.push((pk, username));
+                    items.push((pk, command));
                 }
             }
+        }
+        let outcomes: Vec<Result<Vec<UserEvent>, StoreError>> = if self.dry_run {
+            // The aggregates' own rules on their current state, without the commit.
+            self.store.preview_many(items).await?
         } else {
-            match self.store.execute(pk, command, self.metadata).await {
-                Ok(appended) => {
-                    for event in &appended {
-                        metrics::counter!(EVENTS_APPENDED, "type" => event.event_type())
-                            .increment(1);
-                    }
-                    appended.into_iter().map(|a| a.event).collect()
-                }
-                Err(StoreError::Domain(err)) => {
+            self.store
+                .execute_many(items, self.metadata)
+                .await?
+                .into_iter()
+                .map(|outcome| {
+                    outcome.map(|appended| {
+                        for event in &appended {
+                            metrics::counter!(EVENTS_APPENDED, "type" => event.event_type())
+                                .increment(1);
+                        }
+                        appended.into_iter().map(|a| a.event).collect()
+                    })
+                })
+                .collect()
+        };
+        let mut changes = vec![None; settled];
+        for ((pk, username), outcome) in users.into_iter().zip(outcomes) {
+            changes.push(self.change(pk, username, outcome)?);
+        }
+        let done = self.done.fetch_add(size, Ordering::Relaxed) + size;
+        (self.progress)(Progress::Applied {
+            done,
+            queued: self.queued.load(Ordering::Relaxed),
+        });
+        Ok(changes)
+    }
+
+    /// What one command's outcome means for the report.
+    fn change(
+        &self,
+        pk: i64,
+        username: String,
+        outcome: Result<Vec<UserEvent>, StoreError>,
+    ) -> Result<Option<Change>, ReconcileError> {
+        let events = match outcome {
+            Ok(events) => events,
+            Err(StoreError::Domain(err)) => {
+                if !self.dry_run {
                     tracing::warn!(pk, error = %err, "reconcile: user deleted here but still in Authentik; left as is");
-                    return Ok(Some(conflict(pk, username)));
                 }
-                Err(err) => return Err(err.into()),
+                return Ok(Some(conflict(pk, username)));
             }
+            Err(err) => return Err(err.into()),
         };
         let mut kind = None;
         for event in &events {
@@ -683,6 +747,10 @@ fn periodic_options() -> Options {
         dry_run: false,
         pages_in_flight: 4,
         commands_in_flight: 4,
+        // Smaller than the CLI's: a batch holds the event writers' turn while it
+        // commits, and webhooks' events wait behind it.
+        batch_size: 100,
+        batches_in_flight: 1,
     }
 }
 
@@ -741,7 +809,7 @@ impl Periodic {
         };
         let options = periodic_options();
         let result = tokio::select! {
-            // Dropping a run midway is safe: each command commits alone, and the next
+            // Dropping a run midway is safe: each batch commits alone, and the next
             // run picks up what this one did not get to.
             () = cancel.cancelled() => None,
             result = reconcile(&self.pool, &self.store, &self.client, &options, &|_| {}) => Some(result),

@@ -464,3 +464,67 @@ async fn one_reconcile_at_a_time_per_database(pool: PgPool) {
     )
     .await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_large_directory_is_registered_in_batches_gap_free_and_a_second_run_changes_nothing(
+    pool: PgPool,
+) {
+    const USERS: i64 = 2_500;
+    let stub = AuthentikStub::start(TOKEN).await;
+    stub.upsert_many((1..=USERS).map(|pk| fixtures::user(pk).json()));
+    let _app = start_with(&pool, &stub, &[]).await;
+    // User 7 was deleted here while Authentik still lists it: a conflict, left as is,
+    // whatever batch it lands in.
+    let store = EventStore::new(pool.clone());
+    let metadata =
+        idsync_domain::EventMetadata::new(idsync_domain::Source::Webhook, None, chrono::Utc::now());
+    let seven = parsed(fixtures::user(7)).to_snapshot();
+    for command in [
+        idsync_domain::UserCommand::ApplySnapshot(seven),
+        idsync_domain::UserCommand::Delete { pk: 7 },
+    ] {
+        store.execute(7, command, &metadata).await.expect("user 7");
+    }
+    settled(&pool).await;
+
+    let (ok, stdout, stderr) = reconcile_cli(&pool, &stub, &[]).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "registered {}, updated 0, deleted 0, unchanged 0, conflicts 1",
+            USERS - 1
+        ),
+        "{stderr}"
+    );
+    let positions: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM events ORDER BY global_position")
+            .fetch_all(&pool)
+            .await
+            .expect("positions");
+    assert_eq!(positions, (1..=USERS + 1).collect::<Vec<i64>>(), "gap-free");
+    let all = events(&pool).await;
+    let mut registered: Vec<i64> = all[2..]
+        .iter()
+        .map(|(pk, kind, _, meta)| {
+            assert_eq!(kind, "UserRegistered");
+            assert_eq!(meta["source"], "reconcile");
+            *pk
+        })
+        .collect();
+    registered.sort_unstable();
+    let want: Vec<i64> = (1..=USERS).filter(|pk| *pk != 7).collect();
+    assert_eq!(registered, want, "each user once");
+
+    settled(&pool).await;
+    let (ok, stdout, stderr) = reconcile_cli(&pool, &stub, &[]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "registered 0, updated 0, deleted 0, unchanged {}, conflicts 1",
+            USERS - 1
+        )
+    );
+    assert_eq!(events(&pool).await.len(), all.len(), "nothing appended");
+}

@@ -1,15 +1,16 @@
 //! Rebuilding a read model from position 0 without readers ever seeing it half built.
 //!
-//! The new model is built in `<table>_rebuild` beside the live one, in set-based
-//! batches. Then one transaction takes the projection's checkpoint row lock (so the
-//! live projector, which takes it for every batch, waits), applies whatever arrived in
-//! the meantime, swaps the tables by renaming them, and moves the checkpoint. Readers
-//! see either the old model or the new one; the live projector resumes on the new one
-//! from the new checkpoint.
+//! The new model is built in `<table>_rebuild` beside the live one by the projection's
+//! [`rebuild`](Projection::rebuild) (set-based batches by default; the users projection
+//! folds the log in memory and writes each row once). Then one transaction takes the
+//! projection's checkpoint row lock (so the live projector, which takes it for every
+//! batch, waits), applies whatever arrived in the meantime, swaps the tables by renaming
+//! them, and moves the checkpoint. Readers see either the old model or the new one; the
+//! live projector resumes on the new one from the new checkpoint.
 
 use std::time::Instant;
 
-use sqlx::{Connection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use super::Projection;
 use crate::{StoreError, feed};
@@ -33,11 +34,55 @@ impl<F: FnMut(u64, i64)> Progress for F {
     }
 }
 
+/// What a [`Projection::rebuild`] reports its steps to: counts the events applied and
+/// keeps the log's head current for the display.
+pub struct RebuildProgress<'a> {
+    done: u64,
+    head: i64,
+    sink: &'a mut (dyn Progress + Send),
+}
+
+impl<'a> RebuildProgress<'a> {
+    /// Starts at the current head of the log.
+    pub async fn start(
+        conn: &mut PgConnection,
+        sink: &'a mut (dyn Progress + Send),
+    ) -> Result<Self, StoreError> {
+        let head = feed::head(&mut *conn).await?;
+        sink.update(0, head);
+        Ok(Self {
+            done: 0,
+            head,
+            sink,
+        })
+    }
+
+    /// `events` more were applied, up to `position`.
+    pub async fn advanced(
+        &mut self,
+        conn: &mut PgConnection,
+        events: u64,
+        position: i64,
+    ) -> Result<(), StoreError> {
+        self.done += events;
+        if position >= self.head {
+            self.head = feed::head(&mut *conn).await?;
+        }
+        self.sink.update(self.done, self.head);
+        Ok(())
+    }
+
+    /// Events applied so far.
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+}
+
 pub async fn replay<P: Projection>(
     projection: &P,
     pool: &PgPool,
     batch: i64,
-    mut progress: impl Progress,
+    mut progress: impl Progress + Send,
 ) -> Result<ReplayReport, StoreError> {
     let started = Instant::now();
     let batch = batch.clamp(1, feed::MAX_PAGE * 50);
@@ -66,26 +111,14 @@ pub async fn replay<P: Projection>(
     .execute(&mut conn)
     .await?;
 
-    let mut position = 0;
-    let mut done: u64 = 0;
-    let mut head = feed::head(&mut conn).await?;
-    progress.update(0, head);
-    loop {
-        let items = feed::read_after_unbounded(&mut conn, position, batch).await?;
-        let Some(last) = items.last().map(|i| i.position) else {
-            break;
-        };
-        projection.apply(&mut conn, &rebuild, &items).await?;
-        position = last;
-        done += items.len() as u64;
-        if position >= head {
-            head = feed::head(&mut conn).await?;
-        }
-        progress.update(done, head);
-        if (items.len() as i64) < batch {
-            break;
-        }
-    }
+    // The bulk of the work: everything up to about now, built by the projection.
+    let (mut position, mut done) = {
+        let mut progress = RebuildProgress::start(&mut conn, &mut progress).await?;
+        let position = projection
+            .rebuild(&mut conn, &rebuild, batch, &mut progress)
+            .await?;
+        (position, progress.done())
+    };
 
     // The swap. Waiting for the checkpoint row lock means waiting for the live
     // projector's current batch; after our commit it continues from our position.

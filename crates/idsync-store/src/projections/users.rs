@@ -7,9 +7,12 @@ use chrono::{DateTime, Utc};
 use idsync_domain::{UserChanges, UserSnapshot};
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgConnection, PgExecutor};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::Projection;
+use super::replay::RebuildProgress;
+use crate::feed::{self, RawEvent};
 use crate::{FeedItem, StoreError};
 
 /// A row of `users`, serialised as the CONTRACT's user.
@@ -108,6 +111,11 @@ pub async fn all_active<'e>(db: impl PgExecutor<'e>) -> Result<Vec<UserRow>, Sto
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UsersProjection;
 
+/// Users a rebuild keeps in memory before it writes them out (a few hundred bytes
+/// each). Past it, replay writes what it has and continues the way the live projector
+/// works: read the affected rows back, fold, upsert.
+pub const REBUILD_MAX_USERS: usize = 500_000;
+
 impl Projection for UsersProjection {
     const NAME: &'static str = "users";
     const TABLE: &'static str = "users";
@@ -127,6 +135,9 @@ impl Projection for UsersProjection {
         pks.dedup();
         let existing: Vec<UserRow> =
             sqlx::query_as(&format!("SELECT {COLUMNS} FROM {table} WHERE pk = ANY($1)"))
+                // Planned for these pks each time: a generic plan cached while the table
+                // was small may scan it whole (see `EventStore::execute_many`'s load).
+                .persistent(false)
                 .bind(&pks)
                 .fetch_all(&mut *conn)
                 .await?;
@@ -141,6 +152,270 @@ impl Projection for UsersProjection {
         changed.dedup();
         upsert(conn, table, changed.iter().filter_map(|pk| rows.get(pk))).await
     }
+
+    /// The whole log folded in memory, each user written once: see [`rebuild`].
+    async fn rebuild(
+        &self,
+        conn: &mut PgConnection,
+        table: &str,
+        batch: i64,
+        progress: &mut RebuildProgress<'_>,
+    ) -> Result<i64, StoreError> {
+        rebuild(conn, table, batch, REBUILD_MAX_USERS, progress).await
+    }
+}
+
+/// Replay's bulk phase for `users`, into the empty `table`.
+///
+/// Re-applying batch after batch would rewrite a user's row once per batch that
+/// touches it (a million events over 100,000 users: about ten writes per row, most of
+/// replay's time). Instead the events are folded into rows in memory, and each row is
+/// written once at the end, with one binary `COPY` (the table is empty). Folding a batch
+/// runs on a blocking thread while the next batch is read, so Postgres reading and
+/// this process decoding overlap. Payloads are read as text and deserialised straight
+/// into the typed events.
+///
+/// Memory is bounded: once more than `max_users` users are in memory they are written
+/// out, and the rest of the log is applied the way [`UsersProjection::apply`] does
+/// (rows read back, folded, upserted).
+pub async fn rebuild(
+    conn: &mut PgConnection,
+    table: &str,
+    batch: i64,
+    max_users: usize,
+    progress: &mut RebuildProgress<'_>,
+) -> Result<i64, StoreError> {
+    let started = std::time::Instant::now();
+    let batch = batch.max(1);
+    let mut rows: HashMap<i64, UserRow> = HashMap::new();
+    let mut position = 0;
+    let mut folded_events = 0u64;
+    // The batch being folded on a blocking thread: (task, its events, its last position).
+    let mut folding: Option<(JoinHandle<FoldResult>, u64, i64)> = None;
+    let mut reading = true;
+    let mut overflow = false;
+    loop {
+        // The next batch is read while the previous one is folded.
+        let read = if reading {
+            Some(feed::read_raw_after(&mut *conn, position, batch).await)
+        } else {
+            None
+        };
+        if let Some((task, events, last)) = folding.take() {
+            let (folded, result) = joined(task).await?;
+            rows = folded;
+            result?;
+            folded_events += events;
+            progress.advanced(conn, events, last).await?;
+        }
+        let Some(read) = read else {
+            break;
+        };
+        let chunk = read?;
+        let Some(last) = chunk.last_position()? else {
+            break;
+        };
+        if rows.len() > max_users {
+            // `chunk` is read again by the fallback below.
+            overflow = true;
+            break;
+        }
+        // A short batch was the end of the log (as far as the bulk phase goes; replay's
+        // swap applies what comes after).
+        reading = chunk.len() as i64 >= batch;
+        let events = chunk.len() as u64;
+        let mut into = std::mem::take(&mut rows);
+        let task = tokio::task::spawn_blocking(move || {
+            let result = chunk
+                .events()
+                .try_for_each(|event| fold_raw(&mut into, event?));
+            (into, result)
+        });
+        folding = Some((task, events, last));
+        position = last;
+    }
+    let folded_in = started.elapsed();
+
+    let mut sorted: Vec<&UserRow> = rows.values().collect();
+    sorted.sort_unstable_by_key(|r| r.pk);
+    copy_into(conn, table, &sorted).await?;
+    tracing::debug!(
+        events = folded_events,
+        users = rows.len(),
+        fold_seconds = folded_in.as_secs_f64(),
+        write_seconds = (started.elapsed() - folded_in).as_secs_f64(),
+        overflow,
+        "users rebuilt in memory and written"
+    );
+    if !overflow {
+        return Ok(position);
+    }
+    drop(rows);
+    loop {
+        let items = feed::read_after_unbounded(&mut *conn, position, batch).await?;
+        let Some(last) = items.last().map(|i| i.position) else {
+            return Ok(position);
+        };
+        UsersProjection.apply(conn, table, &items).await?;
+        position = last;
+        progress
+            .advanced(conn, items.len() as u64, position)
+            .await?;
+        if (items.len() as i64) < batch {
+            return Ok(position);
+        }
+    }
+}
+
+/// Write `rows` into `table`, which holds none of them, with one binary `COPY`: the
+/// fastest way into Postgres, each value in the same binary form sqlx binds it in.
+async fn copy_into(
+    conn: &mut PgConnection,
+    table: &str,
+    rows: &[&UserRow],
+) -> Result<(), StoreError> {
+    /// Sent in pieces of about this size.
+    const CHUNK: usize = 1 << 20;
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY {table} ({COLUMNS}) FROM STDIN WITH (FORMAT binary)"
+        ))
+        .await?;
+    let mut buf = Vec::with_capacity(CHUNK + 4096);
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes()); // flags
+    buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    for row in rows {
+        if let Err(err) = copy_row(&mut buf, row) {
+            copy.abort(err.to_string()).await?;
+            return Err(err);
+        }
+        if buf.len() >= CHUNK {
+            copy.send(buf.as_slice()).await?;
+            buf.clear();
+        }
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes()); // trailer
+    copy.send(buf).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// One tuple of a binary `COPY` of [`COLUMNS`].
+fn copy_row(buf: &mut Vec<u8>, row: &UserRow) -> Result<(), StoreError> {
+    fn field(buf: &mut Vec<u8>, bytes: &[u8]) {
+        // Values here are far below 2 GiB (Postgres's own limit is 1 GiB).
+        buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        buf.extend_from_slice(bytes);
+    }
+    buf.extend_from_slice(&12i16.to_be_bytes());
+    field(buf, &row.pk.to_be_bytes());
+    field(buf, row.uuid.as_bytes());
+    field(buf, row.username.as_bytes());
+    field(buf, row.email.as_bytes());
+    field(buf, row.name.as_bytes());
+    field(buf, &[u8::from(row.is_active)]);
+    field(buf, row.user_type.as_bytes());
+    // text[]: dimensions, no-nulls flag, element type (text), then per dimension its
+    // length and lower bound, then the elements. An empty array has no dimension.
+    const TEXT_OID: i32 = 25;
+    let start = buf.len();
+    buf.extend_from_slice(&0i32.to_be_bytes()); // length, set below
+    let dimensions = i32::from(!row.groups.is_empty());
+    buf.extend_from_slice(&dimensions.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&TEXT_OID.to_be_bytes());
+    if dimensions == 1 {
+        buf.extend_from_slice(&(row.groups.len() as i32).to_be_bytes());
+        buf.extend_from_slice(&1i32.to_be_bytes());
+        for group in &row.groups {
+            field(buf, group.as_bytes());
+        }
+    }
+    let len = (buf.len() - start - 4) as i32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    field(buf, &pg_micros(row.registered_at)?.to_be_bytes());
+    field(buf, &pg_micros(row.updated_at)?.to_be_bytes());
+    match row.deleted_at {
+        Some(at) => field(buf, &pg_micros(at)?.to_be_bytes()),
+        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+    field(buf, &row.position.to_be_bytes());
+    Ok(())
+}
+
+/// A timestamptz's binary form, microseconds since 2000-01-01 UTC, computed as sqlx
+/// computes it when it binds one (so both paths store the same instant).
+fn pg_micros(at: DateTime<Utc>) -> Result<i64, StoreError> {
+    let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .expect("2000-01-01 is a valid date");
+    (at.naive_utc() - epoch)
+        .num_microseconds()
+        .ok_or_else(|| StoreError::EventStore(format!("timestamp {at} is out of range")))
+}
+
+type FoldResult = (HashMap<i64, UserRow>, Result<(), StoreError>);
+
+async fn joined(task: JoinHandle<FoldResult>) -> Result<FoldResult, StoreError> {
+    match task.await {
+        Ok(folded) => Ok(folded),
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => Err(StoreError::EventStore(format!(
+            "replay: folding stopped: {err}"
+        ))),
+    }
+}
+
+/// A stored event's payload, typed. postgres-es stores serde's external tagging, which
+/// is this enum's too; `UserUpdated` also carries `pk`, which `UserChanges` ignores.
+#[derive(Deserialize)]
+// The variant names are the stored event types (serde's external tags), not style.
+#[allow(clippy::enum_variant_names)]
+enum Change {
+    UserRegistered(UserSnapshot),
+    UserUpdated(UserChanges),
+    UserDeleted(serde::de::IgnoredAny),
+}
+
+impl Change {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Change::UserRegistered(_) => "UserRegistered",
+            Change::UserUpdated(_) => "UserUpdated",
+            Change::UserDeleted(_) => "UserDeleted",
+        }
+    }
+}
+
+/// [`fold`] for a raw event: the payload deserialised from its text.
+fn fold_raw(rows: &mut HashMap<i64, UserRow>, event: RawEvent<'_>) -> Result<(), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        position: event.position,
+        reason,
+    };
+    if rows
+        .get(&event.user_pk)
+        .is_some_and(|r| r.position >= event.position)
+    {
+        return Ok(());
+    }
+    let change: Change = serde_json::from_str(event.payload)
+        .map_err(|e| corrupt(format!("{}: {e}", event.event_type)))?;
+    if change.event_type() != event.event_type {
+        return Err(corrupt(format!(
+            "payload is not tagged {}",
+            event.event_type
+        )));
+    }
+    fold_change(
+        rows,
+        event.user_pk,
+        event.position,
+        event.recorded_at,
+        change,
+    )
+    .map_err(corrupt)
 }
 
 /// Apply one event to the in-memory rows. Returns whether a row changed. Events at or
@@ -157,42 +432,85 @@ fn fold(rows: &mut HashMap<i64, UserRow>, item: &FeedItem) -> Result<bool, Store
     {
         return Ok(false);
     }
-    match item.event_type.as_str() {
-        "UserRegistered" => {
-            let snapshot = UserSnapshot::deserialize(&item.data)
-                .map_err(|e| corrupt(format!("UserRegistered: {e}")))?;
-            rows.insert(
-                item.user_pk,
-                UserRow::from_snapshot(snapshot, item.recorded_at, item.position),
-            );
-        }
-        "UserUpdated" => {
-            let changes = UserChanges::deserialize(&item.data)
-                .map_err(|e| corrupt(format!("UserUpdated: {e}")))?;
-            let Some(row) = rows.get_mut(&item.user_pk) else {
-                return Err(corrupt(
-                    "UserUpdated for a user never registered".to_owned(),
-                ));
-            };
-            let mut snapshot = row.to_snapshot();
-            changes.apply_to(&mut snapshot);
-            let deleted_at = row.deleted_at;
-            *row = UserRow::from_snapshot(snapshot, item.recorded_at, item.position);
-            row.deleted_at = deleted_at;
-        }
-        "UserDeleted" => {
-            let Some(row) = rows.get_mut(&item.user_pk) else {
-                return Err(corrupt(
-                    "UserDeleted for a user never registered".to_owned(),
-                ));
-            };
-            row.deleted_at = Some(item.recorded_at);
-            row.updated_at = item.recorded_at;
-            row.position = item.position;
-        }
+    let change = match item.event_type.as_str() {
+        "UserRegistered" => Change::UserRegistered(
+            UserSnapshot::deserialize(&item.data)
+                .map_err(|e| corrupt(format!("UserRegistered: {e}")))?,
+        ),
+        "UserUpdated" => Change::UserUpdated(
+            UserChanges::deserialize(&item.data)
+                .map_err(|e| corrupt(format!("UserUpdated: {e}")))?,
+        ),
+        "UserDeleted" => Change::UserDeleted(serde::de::IgnoredAny),
         other => return Err(corrupt(format!("unknown event type {other}"))),
-    }
+    };
+    fold_change(rows, item.user_pk, item.position, item.recorded_at, change).map_err(corrupt)?;
     Ok(true)
+}
+
+/// The one place an event changes a row, for the live projector and replay alike.
+fn fold_change(
+    rows: &mut HashMap<i64, UserRow>,
+    pk: i64,
+    position: i64,
+    at: DateTime<Utc>,
+    change: Change,
+) -> Result<(), String> {
+    match change {
+        Change::UserRegistered(snapshot) => {
+            rows.insert(pk, UserRow::from_snapshot(snapshot, at, position));
+        }
+        Change::UserUpdated(changes) => {
+            let Some(row) = rows.get_mut(&pk) else {
+                return Err("UserUpdated for a user never registered".to_owned());
+            };
+            let UserChanges {
+                uuid,
+                username,
+                email,
+                name,
+                is_active,
+                user_type,
+                groups,
+                date_joined,
+            } = changes;
+            if let Some(v) = uuid {
+                row.uuid = v;
+            }
+            if let Some(v) = username {
+                row.username = v;
+            }
+            if let Some(v) = email {
+                row.email = v;
+            }
+            if let Some(v) = name {
+                row.name = v;
+            }
+            if let Some(v) = is_active {
+                row.is_active = v;
+            }
+            if let Some(v) = user_type {
+                row.user_type = v;
+            }
+            if let Some(v) = groups {
+                row.groups = v;
+            }
+            if let Some(v) = date_joined {
+                row.registered_at = v;
+            }
+            row.updated_at = at;
+            row.position = position;
+        }
+        Change::UserDeleted(_) => {
+            let Some(row) = rows.get_mut(&pk) else {
+                return Err("UserDeleted for a user never registered".to_owned());
+            };
+            row.deleted_at = Some(at);
+            row.updated_at = at;
+            row.position = position;
+        }
+    }
+    Ok(())
 }
 
 async fn upsert<'r>(

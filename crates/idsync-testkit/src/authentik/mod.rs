@@ -111,6 +111,10 @@ impl Shared {
 struct StubState {
     token: String,
     users: BTreeMap<i64, Value>,
+    /// The pks of `users` in order, for paging by index: rebuilt (O(users)) at the first
+    /// listing after a user was added or removed, so that serving a page costs O(page),
+    /// not a copy of every user.
+    order: Option<Vec<i64>>,
     fetches: HashMap<i64, u64>,
     list_requests: u64,
     fail_ratio: f64,
@@ -141,6 +145,7 @@ impl AuthentikStub {
             state: Mutex::new(StubState {
                 token: token.to_owned(),
                 users: BTreeMap::new(),
+                order: None,
                 fetches: HashMap::new(),
                 list_requests: 0,
                 fail_ratio: 0.0,
@@ -208,12 +213,38 @@ impl AuthentikStub {
     /// Stores `body` as the user with pk `pk`, whatever it looks like (to serve malformed
     /// users).
     pub fn upsert_raw(&self, pk: i64, body: Value) {
-        self.shared.lock().users.insert(pk, body);
+        let mut state = self.shared.lock();
+        if state.users.insert(pk, body).is_none() {
+            state.order = None;
+        }
+    }
+
+    /// Adds or replaces many users at once (one lock, for large directories).
+    ///
+    /// # Panics
+    ///
+    /// When a value has no integer `pk`.
+    pub fn upsert_many(&self, users: impl IntoIterator<Item = Value>) {
+        let mut state = self.shared.lock();
+        for user in users {
+            let pk = user
+                .get("pk")
+                .and_then(Value::as_i64)
+                .unwrap_or_else(|| panic!("upsert needs an integer pk: {user}"));
+            if state.users.insert(pk, user).is_none() {
+                state.order = None;
+            }
+        }
     }
 
     /// Removes a user; returns what was stored.
     pub fn remove(&self, pk: i64) -> Option<Value> {
-        self.shared.lock().users.remove(&pk)
+        let mut state = self.shared.lock();
+        let removed = state.users.remove(&pk);
+        if removed.is_some() {
+            state.order = None;
+        }
+        removed
     }
 
     pub fn user(&self, pk: i64) -> Option<Value> {
@@ -435,17 +466,29 @@ async fn list_users(
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|n| *n > 0)
         .map_or(DEFAULT_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE));
-    let users: Vec<Value> = shared.lock().users.values().cloned().collect();
-    let Some(page) = paginate(
-        users.len() as u64,
-        page_size,
-        query.get("page").map(String::as_str),
-    ) else {
-        return detail(StatusCode::NOT_FOUND, "Invalid page.");
+    let (page, results) = {
+        let mut state = shared.lock();
+        let Some(page) = paginate(
+            state.users.len() as u64,
+            page_size,
+            query.get("page").map(String::as_str),
+        ) else {
+            return detail(StatusCode::NOT_FOUND, "Invalid page.");
+        };
+        let state = &mut *state;
+        let order = state
+            .order
+            .get_or_insert_with(|| state.users.keys().copied().collect());
+        let start = usize::try_from(page.start).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(page.len).unwrap_or(usize::MAX));
+        let results: Vec<Value> = order
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|pk| state.users.get(pk).cloned())
+            .collect();
+        (page, results)
     };
-    let skip = usize::try_from(page.start).unwrap_or(usize::MAX);
-    let take = usize::try_from(page.len).unwrap_or(usize::MAX);
-    let results: Vec<Value> = users.into_iter().skip(skip).take(take).collect();
     axum::Json(json!({
         "pagination": page.pagination,
         "results": results,
