@@ -24,7 +24,8 @@
 //! Commands go to the event store in batches (`EventStore::execute_many`): whatever is
 //! ready, up to [`Options::batch_size`], committed in one transaction. Event writers
 //! are serialised until they commit, so one transaction per user would cap a run at
-//! one WAL flush per user (about 600 users/s here); a batch shares one flush.
+//! one WAL flush per user (under 900 users/s on the benchmark machine); a batch shares
+//! one flush.
 //!
 //! Two rules guard against acting on a stale or shifting listing. Authentik's list is
 //! not ordered by pk and users change while we page, so a user can move between pages
