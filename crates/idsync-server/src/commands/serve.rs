@@ -22,6 +22,8 @@ use crate::sync::{SyncConfig, Syncer};
 /// How long shutdown waits for background tasks before giving up on them. SIGTERM must
 /// end the process within 5 s (orchestrators then SIGKILL), so stay under that.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+/// Of that, how long requests in flight get to finish. Open feeds end at once.
+const HTTP_GRACE: Duration = Duration::from_secs(2);
 
 /// Concurrent intake batches being written (see `intake::queue`).
 const INTAKE_WRITERS: usize = 4;
@@ -140,18 +142,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         "listening"
     );
     let router = http::router(state, &args.cors_origins);
-    // Connect info: the gateway identity (X-Userinfo) is believed only from trusted peers.
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(cancel.clone().cancelled_owned())
-    .await?;
+    http::server::serve(listener, router, cancel.clone(), HTTP_GRACE).await;
 
-    // The server stopped (signal, or a listener error): stop everything else too.
-    cancel.cancel();
+    // The server returns once shutdown began. The background tasks were told at the
+    // same moment, so they have had the server's grace period already.
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+    if tokio::time::timeout(SHUTDOWN_GRACE - HTTP_GRACE, tracker.wait())
         .await
         .is_err()
     {

@@ -1,6 +1,7 @@
 //! The HTTP edge: the router and the state its handlers share.
 
 mod health;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

@@ -612,3 +612,41 @@ async fn sigterm_with_100_open_streams_and_sockets_exits_within_5_s(pool: PgPool
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// A subscriber that hangs up is noticed straight away (not at the next write), so its
+/// stream, its subscription and its memory go with it.
+#[sqlx::test(migrations = false)]
+async fn a_stream_whose_client_hangs_up_is_closed_at_once(pool: PgPool) {
+    let f = feeds(&pool, &[]).await;
+    let token = admin(&f.issuer);
+    let open_streams = || async {
+        let text = f
+            .app
+            .http
+            .get(f.app.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("idsync_sse_streams_open "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let stream = SseReader::open(&f.app, "", Some(&token), None)
+        .await
+        .expect("open");
+    assert_eq!(open_streams().await, 1.0);
+    drop(stream);
+    // Well under the 15 s keep-alive: the server must not wait for a write to fail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while open_streams().await != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream stayed open after its client left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
