@@ -1,5 +1,5 @@
 //! One reader per process for live events. Each new event is read from Postgres once
-//! and broadcast to every subscriber as a shared `Arc<FeedItem>`; subscribers go to the
+//! and broadcast to every subscriber, in batches, as shared `LiveItem`s; subscribers go to the
 //! database only for their backlog or to catch up after falling behind. With thousands
 //! of open streams, one read per event instead of one per subscriber is the difference
 //! between a feed and a denial of service on Postgres.
@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use idsync_store::{Notifier, feed};
+use idsync_store::{FeedSignal, Notifier, feed};
 
-use super::LiveItem;
+use super::{LiveBatch, LiveItem};
 use sqlx::PgPool;
-use tokio::sync::broadcast;
+use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct Hub {
-    tx: broadcast::Sender<Arc<LiveItem>>,
+    tx: broadcast::Sender<LiveBatch>,
     /// The last position broadcast (0 before the first read).
     head: Arc<AtomicI64>,
 }
@@ -33,7 +33,7 @@ impl Hub {
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveItem>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveBatch> {
         self.tx.subscribe()
     }
 
@@ -54,24 +54,40 @@ impl Hub {
             }
         };
         self.head.store(head, Ordering::Release);
+        let mut last_broadcast = tokio::time::Instant::now();
+        let mut read_again = false;
         loop {
             // Any signal (a position, a resync, a lag, or a quiet period) means: read
             // whatever is after our head.
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                _ = signals.recv() => {}
-                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            if !std::mem::take(&mut read_again) {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    _ = signals.recv() => {}
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+            // Let a large audience be served before the next broadcast: what commits
+            // meanwhile goes out together, as one wake-up and one write per subscriber.
+            let pause = fan_out_pause(self.tx.receiver_count());
+            if !pause.is_zero() {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep_until(last_broadcast + pause) => {}
+                }
             }
             loop {
                 match feed::read_after(&pool, head, feed::MAX_PAGE).await {
                     Ok(items) if items.is_empty() => break,
                     Ok(items) => {
                         let full = items.len() as i64 == feed::MAX_PAGE;
-                        for item in items {
-                            head = item.position;
-                            // No receivers is fine: nobody is listening right now.
-                            let _ = self.tx.send(Arc::new(LiveItem::new(item)));
-                        }
+                        head = items.last().map_or(head, |i| i.position);
+                        let batch: LiveBatch = items
+                            .into_iter()
+                            .map(|i| Arc::new(LiveItem::new(i)))
+                            .collect();
+                        // No receivers is fine: nobody is listening right now.
+                        let _ = self.tx.send(batch);
+                        last_broadcast = tokio::time::Instant::now();
                         self.head.store(head, Ordering::Release);
                         if !full {
                             break;
@@ -86,6 +102,35 @@ impl Hub {
                     }
                 }
             }
+            // Signals for what that read already covered would only cause empty reads.
+            loop {
+                match signals.try_recv() {
+                    Ok(FeedSignal::Committed(p)) if p <= head => {}
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                    // Something newer, a resync, or a lag: read again straight away.
+                    Ok(_) | Err(TryRecvError::Lagged(_)) => {
+                        read_again = true;
+                        break;
+                    }
+                }
+            }
         }
     }
+}
+
+/// Fan-out cost per subscriber and broadcast, roughly: a wake-up and a write system call.
+const FAN_OUT_COST: Duration = Duration::from_micros(2);
+/// The longest a broadcast waits for the previous one's fan-out, whatever the audience.
+const MAX_FAN_OUT_PAUSE: Duration = Duration::from_millis(20);
+
+/// The least time between two broadcasts with `receivers` subscribers. Each broadcast
+/// costs every subscriber a wake-up and a write, so with thousands of subscribers and
+/// a steady trickle of events, broadcasting each event on its own would keep the
+/// process busy with system calls and make every event wait in that queue. Pacing
+/// turns the trickle into batches whose cost is shared. With few subscribers the pause
+/// is negligible and an event goes out as soon as it is read.
+fn fan_out_pause(receivers: usize) -> Duration {
+    FAN_OUT_COST
+        .saturating_mul(u32::try_from(receivers).unwrap_or(u32::MAX))
+        .min(MAX_FAN_OUT_PAUSE)
 }

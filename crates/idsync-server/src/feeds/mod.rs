@@ -39,10 +39,20 @@ impl LiveItem {
         }
     }
 
-    /// The feed item as JSON (SSE `data:`).
-    pub fn sse_json(&self) -> &str {
+    /// The whole SSE event: `id:` position, `event:` type, `data:` the feed item (JSON
+    /// has no raw newlines, so it is a single data line). Built once; each stream copies
+    /// it into its own write buffer, which is cheaper than sharing reference-counted
+    /// bytes that every core would then contend for.
+    pub fn sse_frame(&self) -> &[u8] {
         self.sse
-            .get_or_init(|| serde_json::to_string(&self.item).unwrap_or_default())
+            .get_or_init(|| {
+                let json = serde_json::to_string(&self.item).unwrap_or_default();
+                format!(
+                    "id: {}\nevent: {}\ndata: {json}\n\n",
+                    self.item.position, self.item.event_type
+                )
+            })
+            .as_bytes()
     }
 
     /// The WebSocket `event` frame: the feed item with `type: "event"`, its own type
@@ -60,6 +70,11 @@ impl LiveItem {
         })
     }
 }
+
+/// What the hub broadcasts: the events of one read of the log, in order, contiguous.
+/// One broadcast per read rather than per event: every broadcast wakes every
+/// subscriber, so under a burst this is one wake-up (and one write) for many events.
+pub type LiveBatch = Arc<[Arc<LiveItem>]>;
 
 /// Who may see which events.
 #[derive(Debug, Clone, Copy)]
@@ -96,13 +111,22 @@ pub enum Start {
 
 pub struct Subscription {
     pool: PgPool,
-    live: broadcast::Receiver<Arc<LiveItem>>,
+    live: broadcast::Receiver<LiveBatch>,
     filter: Filter,
     /// The last position handled (sent or filtered out).
     last: i64,
-    pending: VecDeque<Arc<LiveItem>>,
+    pending: VecDeque<Run>,
     /// Read the database from `last` before taking live events again.
     catch_up: bool,
+}
+
+/// Consecutive items of one batch waiting to be sent. Holding the batch rather than
+/// each item keeps the hot path free of per-event reference counting: thousands of
+/// subscribers touching one shared counter per event make the cores fight over it.
+struct Run {
+    batch: LiveBatch,
+    next: usize,
+    end: usize,
 }
 
 impl Subscription {
@@ -129,11 +153,13 @@ impl Subscription {
         })
     }
 
-    /// The next event this subscriber may see. `None` when the hub is gone.
-    pub async fn next(&mut self) -> Result<Option<Arc<LiveItem>>, StoreError> {
+    /// Waits until an event this subscriber may see is pending, reading the database
+    /// when behind. `Ok(false)` when the hub is gone. Cancel-safe: nothing is lost if
+    /// the future is dropped.
+    pub async fn ready(&mut self) -> Result<bool, StoreError> {
         loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Ok(Some(item));
+            if !self.pending.is_empty() {
+                return Ok(true);
             }
             if self.catch_up {
                 let page = feed::read_after(&self.pool, self.last, feed::MAX_PAGE).await?;
@@ -141,52 +167,101 @@ impl Subscription {
                     self.catch_up = false;
                     continue;
                 }
-                for item in page {
-                    self.accept(Arc::new(LiveItem::new(item)));
-                }
+                let batch: LiveBatch = page
+                    .into_iter()
+                    .map(|item| Arc::new(LiveItem::new(item)))
+                    .collect();
+                self.accept(batch);
                 continue;
             }
             match self.live.recv().await {
-                Ok(live) if live.item.position <= self.last => {} // already sent from the backlog
-                Ok(live) if live.item.position == self.last + 1 => self.accept(live),
-                // A gap: something was broadcast before we subscribed, or dropped.
-                Ok(_) => self.catch_up = true,
+                Ok(batch) => self.accept(batch),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "subscriber lagged; catching up from the database");
                     self.catch_up = true;
                 }
-                Err(RecvError::Closed) => return Ok(None),
+                Err(RecvError::Closed) => return Ok(false),
             }
         }
     }
 
-    /// The next event only if it is ready now (already pending, or waiting in the live
-    /// broadcast in order), without touching the database. Lets a writer batch what
-    /// is ready into one write; anything unusual (a gap, a lag) is left for `next`.
-    pub fn try_next_ready(&mut self) -> Option<Arc<LiveItem>> {
+    /// The next event this subscriber may see. `None` when the hub is gone.
+    pub async fn next(&mut self) -> Result<Option<Arc<LiveItem>>, StoreError> {
+        if !self.ready().await? {
+            return Ok(None);
+        }
+        Ok(self.pop())
+    }
+
+    /// Appends the SSE frames of everything ready now (pending, or waiting in order in
+    /// the live broadcast) to `out`, up to about `max` bytes, without touching the
+    /// database: a gap or a lag is left for [`Self::ready`]. Returns how many events.
+    pub fn write_ready_sse(&mut self, out: &mut Vec<u8>, max: usize) -> u64 {
+        let mut written = 0;
         loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Some(item);
+            while out.len() < max
+                && let Some(run) = self.pending.front_mut()
+            {
+                let end = run.end;
+                for live in &run.batch[run.next..end] {
+                    out.extend_from_slice(live.sse_frame());
+                }
+                written += (end - run.next) as u64;
+                self.pending.pop_front();
             }
-            if self.catch_up {
-                return None;
+            if out.len() >= max || self.catch_up {
+                return written;
             }
             match self.live.try_recv() {
-                Ok(live) if live.item.position <= self.last => {}
-                Ok(live) if live.item.position == self.last + 1 => self.accept(live),
-                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                Ok(batch) => self.accept(batch),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
                     self.catch_up = true;
-                    return None;
+                    return written;
                 }
-                Err(_) => return None,
+                Err(_) => return written,
             }
         }
     }
 
-    fn accept(&mut self, live: Arc<LiveItem>) {
-        self.last = live.item.position;
-        if self.filter.allows(&live.item) {
-            self.pending.push_back(live);
+    fn pop(&mut self) -> Option<Arc<LiveItem>> {
+        let run = self.pending.front_mut()?;
+        let live = run.batch[run.next].clone();
+        run.next += 1;
+        if run.next == run.end {
+            self.pending.pop_front();
+        }
+        Some(live)
+    }
+
+    /// Takes what is new in a batch. A position beyond the next expected one is a gap
+    /// (something was broadcast before we subscribed, or dropped): the rest comes from
+    /// the database.
+    fn accept(&mut self, batch: LiveBatch) {
+        let mut run: Option<(usize, usize)> = None;
+        for (i, live) in batch.iter().enumerate() {
+            let position = live.item.position;
+            if position <= self.last {
+                continue; // already sent from the backlog
+            }
+            if position != self.last + 1 {
+                self.catch_up = true;
+                break;
+            }
+            self.last = position;
+            match self.filter {
+                Filter::All => run = Some((run.map_or(i, |(from, _)| from), i + 1)),
+                Filter::User(_) if self.filter.allows(&live.item) => {
+                    self.pending.push_back(Run {
+                        batch: batch.clone(),
+                        next: i,
+                        end: i + 1,
+                    });
+                }
+                Filter::User(_) => {}
+            }
+        }
+        if let Some((next, end)) = run {
+            self.pending.push_back(Run { batch, next, end });
         }
     }
 }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{Filter, LiveItem, Start, Subscription};
+use super::{Filter, Start, Subscription};
 use crate::ApiError;
 use crate::auth::{self, Caller, Via, tickets};
 use crate::http::AppState;
@@ -58,50 +58,70 @@ pub async fn stream(
         start,
     )
     .await?;
-    let cancel = state.shutdown.clone();
+    let shutdown = state.shutdown.clone();
     // The stream ends when the caller's token does.
     let expires_in = Duration::from_secs(
         u64::try_from(caller.claims.exp - chrono::Utc::now().timestamp()).unwrap_or(0),
     );
     let open = OpenGauge::new(SSE_STREAMS_OPEN);
+    let delivered = metrics::counter!(FEED_EVENTS_DELIVERED, "transport" => "sse");
     let body = async_stream::stream! {
         let _open = open;
         yield Ok::<Bytes, Infallible>(Bytes::from(format!("retry: {}\n\n", RETRY.as_millis())));
-        let expiry = tokio::time::sleep(expires_in);
-        tokio::pin!(expiry);
-        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+        // Built once, not per event: with thousands of streams, per-event timers and
+        // shutdown registrations add up to a good share of the process's work.
+        let end = async {
+            tokio::select! {
+                () = shutdown.cancelled() => End::Shutdown,
+                () = tokio::time::sleep(expires_in) => End::TokenExpired,
+            }
+        };
+        tokio::pin!(end);
+        // Ticks at half the keep-alive period and speaks only after a silent tick, so
+        // the line is never quiet for a whole period and writes never touch the timer.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE / 2, KEEP_ALIVE / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wrote = false;
+        let mut writes = 0u64;
         loop {
             tokio::select! {
-                () = cancel.cancelled() => break,
-                () = &mut expiry => {
-                    yield Ok(Bytes::from_static(b"event: token_expired\ndata: the access token expired; reconnect with a new one\n\n"));
-                    break;
-                }
-                _ = keep_alive.tick() => yield Ok(Bytes::from_static(b":keep-alive\n\n")),
-                next = subscription.next() => match next {
-                    Ok(Some(first)) => {
-                        // Everything else already waiting goes out in the same write: under
-                        // load this is what keeps a busy process from spending itself on
-                        // one system call per event per subscriber.
-                        let mut frame = Vec::with_capacity(1024);
-                        let mut sent = 0u64;
-                        let mut next = Some(first);
-                        while let Some(live) = next {
-                            write_event(&mut frame, &live);
-                            sent += 1;
-                            next = if frame.len() < MAX_WRITE { subscription.try_next_ready() } else { None };
-                        }
-                        metrics::counter!(FEED_EVENTS_DELIVERED, "transport" => "sse").increment(sent);
-                        keep_alive.reset();
+                // Events first: a wake-up for an event then polls nothing else. The
+                // rest is polled whenever no event is ready, and a subscriber that is
+                // always behind checks for shutdown every few writes below.
+                biased;
+                ready = subscription.ready() => match ready {
+                    Ok(true) => {
+                        // Every event's frame is built once and shared by all streams;
+                        // whatever else is ready goes out in the same write, so under load
+                        // a stream costs one system call per batch, not per event.
+                        let mut frame = Vec::with_capacity(4096);
+                        let sent = subscription.write_ready_sse(&mut frame, MAX_WRITE);
+                        delivered.increment(sent);
+                        wrote = true;
                         yield Ok(Bytes::from(frame));
+                        writes += 1;
+                        if writes.is_multiple_of(32) && shutdown.is_cancelled() {
+                            break;
+                        }
                     }
-                    Ok(None) => break,
+                    Ok(false) => break,
                     Err(err) => {
                         // The client reconnects with Last-Event-ID and loses nothing.
                         tracing::warn!(error = %err, "live feed read failed; closing the stream");
                         break;
                     }
                 },
+                why = &mut end => {
+                    if why == End::TokenExpired {
+                        yield Ok(Bytes::from_static(b"event: token_expired\ndata: the access token expired; reconnect with a new one\n\n"));
+                    }
+                    break;
+                }
+                _ = tick.tick() => {
+                    if !std::mem::take(&mut wrote) {
+                        yield Ok(Bytes::from_static(b":keep-alive\n\n"));
+                    }
+                }
             }
         }
     };
@@ -117,21 +137,14 @@ pub async fn stream(
     Ok(response)
 }
 
+#[derive(PartialEq)]
+enum End {
+    Shutdown,
+    TokenExpired,
+}
+
 /// Most bytes gathered into one write.
 const MAX_WRITE: usize = 64 * 1024;
-
-/// One SSE event: `id:` position, `event:` type, `data:` the feed item (JSON has no raw
-/// newlines, so it is a single data line).
-fn write_event(out: &mut Vec<u8>, live: &LiveItem) {
-    use std::io::Write;
-    let _ = write!(
-        out,
-        "id: {}\nevent: {}\ndata: {}\n\n",
-        live.item.position,
-        live.item.event_type,
-        live.sse_json()
-    );
-}
 
 async fn identify(
     state: &AppState,
