@@ -9,4 +9,7 @@ mod metadata;
 mod user;
 
 pub use metadata::{EventMetadata, Source};
-pub use user::{User, UserChanges, UserCommand, UserDeleted, UserError, UserEvent, UserSnapshot};
+pub use user::{
+    User, UserChanges, UserCommand, UserDeleted, UserError, UserEvent, UserFields, UserFieldsMut,
+    UserSnapshot,
+};

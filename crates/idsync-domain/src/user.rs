@@ -74,7 +74,9 @@ impl UserChanges {
         self == &Self::default()
     }
 
-    pub fn apply_to(self, user: &mut UserSnapshot) {
+    /// Writes the changed fields into `user`: the aggregate's snapshot or a read
+    /// model's row. The one place that knows which fields an update can change.
+    pub fn apply_to(self, user: &mut impl UserFieldsMut) {
         let Self {
             uuid,
             username,
@@ -85,29 +87,62 @@ impl UserChanges {
             groups,
             date_joined,
         } = self;
+        let fields = user.fields_mut();
         if let Some(v) = uuid {
-            user.uuid = v;
+            *fields.uuid = v;
         }
         if let Some(v) = username {
-            user.username = v;
+            *fields.username = v;
         }
         if let Some(v) = email {
-            user.email = v;
+            *fields.email = v;
         }
         if let Some(v) = name {
-            user.name = v;
+            *fields.name = v;
         }
         if let Some(v) = is_active {
-            user.is_active = v;
+            *fields.is_active = v;
         }
         if let Some(v) = user_type {
-            user.user_type = v;
+            *fields.user_type = v;
         }
         if let Some(v) = groups {
-            user.groups = v;
+            *fields.groups = v;
         }
         if let Some(v) = date_joined {
-            user.date_joined = v;
+            *fields.date_joined = v;
+        }
+    }
+}
+
+/// The user's fields inside something that holds them, borrowed for an update.
+pub struct UserFields<'a> {
+    pub uuid: &'a mut Uuid,
+    pub username: &'a mut String,
+    pub email: &'a mut String,
+    pub name: &'a mut String,
+    pub is_active: &'a mut bool,
+    pub user_type: &'a mut String,
+    pub groups: &'a mut Vec<String>,
+    pub date_joined: &'a mut DateTime<Utc>,
+}
+
+/// Anything that holds a user's fields and can take a [`UserChanges`].
+pub trait UserFieldsMut {
+    fn fields_mut(&mut self) -> UserFields<'_>;
+}
+
+impl UserFieldsMut for UserSnapshot {
+    fn fields_mut(&mut self) -> UserFields<'_> {
+        UserFields {
+            uuid: &mut self.uuid,
+            username: &mut self.username,
+            email: &mut self.email,
+            name: &mut self.name,
+            is_active: &mut self.is_active,
+            user_type: &mut self.user_type,
+            groups: &mut self.groups,
+            date_joined: &mut self.date_joined,
         }
     }
 }

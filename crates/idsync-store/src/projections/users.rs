@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use idsync_domain::{UserChanges, UserSnapshot};
+use idsync_domain::{UserChanges, UserFields, UserFieldsMut, UserSnapshot};
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use tokio::task::JoinHandle;
@@ -35,6 +35,22 @@ pub struct UserRow {
     #[serde(skip)]
     #[schema(ignore)]
     pub position: i64,
+}
+
+/// Updates write the same fields as in the aggregate; `date_joined` is `registered_at`.
+impl UserFieldsMut for UserRow {
+    fn fields_mut(&mut self) -> UserFields<'_> {
+        UserFields {
+            uuid: &mut self.uuid,
+            username: &mut self.username,
+            email: &mut self.email,
+            name: &mut self.name,
+            is_active: &mut self.is_active,
+            user_type: &mut self.user_type,
+            groups: &mut self.groups,
+            date_joined: &mut self.registered_at,
+        }
+    }
 }
 
 impl UserRow {
@@ -464,40 +480,7 @@ fn fold_change(
             let Some(row) = rows.get_mut(&pk) else {
                 return Err("UserUpdated for a user never registered".to_owned());
             };
-            let UserChanges {
-                uuid,
-                username,
-                email,
-                name,
-                is_active,
-                user_type,
-                groups,
-                date_joined,
-            } = changes;
-            if let Some(v) = uuid {
-                row.uuid = v;
-            }
-            if let Some(v) = username {
-                row.username = v;
-            }
-            if let Some(v) = email {
-                row.email = v;
-            }
-            if let Some(v) = name {
-                row.name = v;
-            }
-            if let Some(v) = is_active {
-                row.is_active = v;
-            }
-            if let Some(v) = user_type {
-                row.user_type = v;
-            }
-            if let Some(v) = groups {
-                row.groups = v;
-            }
-            if let Some(v) = date_joined {
-                row.registered_at = v;
-            }
+            changes.apply_to(row);
             row.updated_at = at;
             row.position = position;
         }
