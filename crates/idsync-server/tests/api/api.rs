@@ -8,11 +8,11 @@ use idsync_testkit::oidc::{TestIssuer, TokenSpec};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{App, binary, database_of, spawn_app, url_for};
+use crate::helpers::{App, STUB_TOKEN, binary, database_of, serve_with_stub, spawn_app, url_for};
 use crate::intake::post_json;
 use crate::projections::projected;
 
-const TOKEN: &str = "stub-api-token";
+const TOKEN: &str = STUB_TOKEN;
 const ADMINS: &str = "authentik Admins";
 
 struct World {
@@ -28,19 +28,16 @@ async fn world(pool: &PgPool) -> World {
         stub.upsert(fixtures::user(pk).username(format!("user{pk}")).json());
     }
     let issuer = TestIssuer::start().await;
-    let db = database_of(pool).await;
-    let (url, iss, aud) = (stub.url(), issuer.issuer(), issuer.client_id());
-    let app = spawn_app(
-        &url_for(&db),
+    let (iss, aud) = (issuer.issuer(), issuer.client_id());
+    let app = serve_with_stub(
+        pool,
+        &stub,
         &[
-            ("IDSYNC_AUTHENTIK_URL", url.as_str()),
-            ("IDSYNC_AUTHENTIK_TOKEN", TOKEN),
             ("IDSYNC_OIDC_ISSUER", iss.as_str()),
             ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
         ],
     )
     .await;
-    app.wait_ready().await;
     for pk in 1..=5 {
         let (status, _) = post_json(&app, &json!({"event_type": "model_created", "pk": pk})).await;
         assert_eq!(status, 202);

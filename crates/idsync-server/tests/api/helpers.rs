@@ -3,6 +3,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use idsync_testkit::authentik::AuthentikStub;
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -107,6 +108,28 @@ impl App {
 }
 
 /// Start `idsync serve` on a free loopback port and return once it listens.
+/// The API token the tests' Authentik stubs accept.
+pub const STUB_TOKEN: &str = "stub-api-token";
+
+/// `idsync serve` on this test's database, syncing from `stub`, and ready. Retries are
+/// quick (50-400 ms rather than 1 s doubling to 5 min): under a loaded test machine one
+/// slow answer must not push an item past a test's patience. `extra` adds settings (a
+/// later one wins over an earlier one of the same name).
+pub async fn serve_with_stub(pool: &PgPool, stub: &AuthentikStub, extra: &[(&str, &str)]) -> App {
+    let db = database_of(pool).await;
+    let url = stub.url();
+    let mut env = vec![
+        ("IDSYNC_AUTHENTIK_URL", url.as_str()),
+        ("IDSYNC_AUTHENTIK_TOKEN", STUB_TOKEN),
+        ("IDSYNC_SYNC_RETRY_MIN", "50ms"),
+        ("IDSYNC_SYNC_RETRY_MAX", "400ms"),
+    ];
+    env.extend_from_slice(extra);
+    let app = spawn_app(&url_for(&db), &env).await;
+    app.wait_ready().await;
+    app
+}
+
 pub async fn spawn_app(database_url: &str, extra_env: &[(&str, &str)]) -> App {
     let mut cmd = binary();
     cmd.arg("serve")

@@ -7,24 +7,13 @@ use idsync_testkit::authentik::{AuthentikStub, fixtures};
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::{App, binary, database_of, spawn_app, url_for};
+use crate::helpers::{App, STUB_TOKEN, binary, database_of, serve_with_stub, url_for};
 use crate::intake::post_json;
 
-const TOKEN: &str = "stub-api-token";
+const TOKEN: &str = STUB_TOKEN;
 
 async fn serve(pool: &PgPool, stub: &AuthentikStub) -> App {
-    let db = database_of(pool).await;
-    let url = stub.url();
-    let app = spawn_app(
-        &url_for(&db),
-        &[
-            ("IDSYNC_AUTHENTIK_URL", url.as_str()),
-            ("IDSYNC_AUTHENTIK_TOKEN", TOKEN),
-        ],
-    )
-    .await;
-    app.wait_ready().await;
-    app
+    serve_with_stub(pool, stub, &[]).await
 }
 
 /// Wait until the inbox is drained and the `users` projection has every event.

@@ -14,25 +14,19 @@ use idsync_testkit::authentik::{AuthentikStub, fixtures};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgPool};
 
-use crate::helpers::{App, binary, database_of, spawn_app, url_for};
+use crate::helpers::{App, STUB_TOKEN, binary, database_of, serve_with_stub, url_for};
 use crate::intake::post_json;
 
-const TOKEN: &str = "stub-api-token";
+const TOKEN: &str = STUB_TOKEN;
 
 async fn start_with(pool: &PgPool, stub: &AuthentikStub, extra: &[(&str, &str)]) -> App {
-    let db = database_of(pool).await;
-    let url = stub.url();
     let mut env = vec![
-        ("IDSYNC_AUTHENTIK_URL", url.as_str()),
-        ("IDSYNC_AUTHENTIK_TOKEN", TOKEN),
         ("IDSYNC_AUTHENTIK_TIMEOUT", "2s"),
         // Tests that want the periodic run say so; the others must not race it.
         ("IDSYNC_RECONCILE_INTERVAL", "0"),
     ];
     env.extend_from_slice(extra);
-    let app = spawn_app(&url_for(&db), &env).await;
-    app.wait_ready().await;
-    app
+    serve_with_stub(pool, stub, &env).await
 }
 
 async fn created(app: &App, pk: i64) {

@@ -9,25 +9,16 @@ use idsync_testkit::authentik::{AuthentikStub, fixtures};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{App, database_of, spawn_app, url_for};
+use crate::helpers::{App, STUB_TOKEN, database_of, serve_with_stub, url_for};
 use crate::intake::post_json;
 
-const TOKEN: &str = "stub-api-token";
+const TOKEN: &str = STUB_TOKEN;
 
+/// A short Authentik timeout, so failure paths show within a test's patience.
 async fn start_with(pool: &PgPool, stub: &AuthentikStub, extra: &[(&str, &str)]) -> App {
-    let db = database_of(pool).await;
-    let url = stub.url();
-    let mut env = vec![
-        ("IDSYNC_AUTHENTIK_URL", url.as_str()),
-        ("IDSYNC_AUTHENTIK_TOKEN", TOKEN),
-        ("IDSYNC_SYNC_RETRY_MIN", "50ms"),
-        ("IDSYNC_SYNC_RETRY_MAX", "400ms"),
-        ("IDSYNC_AUTHENTIK_TIMEOUT", "500ms"),
-    ];
+    let mut env = vec![("IDSYNC_AUTHENTIK_TIMEOUT", "500ms")];
     env.extend_from_slice(extra);
-    let app = spawn_app(&url_for(&db), &env).await;
-    app.wait_ready().await;
-    app
+    serve_with_stub(pool, stub, &env).await
 }
 
 fn mapping(action: &str, pk: i64, event_id: Option<&str>) -> Value {
