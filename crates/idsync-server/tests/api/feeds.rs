@@ -650,3 +650,43 @@ async fn a_stream_whose_client_hangs_up_is_closed_at_once(pool: PgPool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// An idle stream hears a keep-alive comment every 15 s (proxies close silent lines).
+#[sqlx::test(migrations = false)]
+async fn an_idle_stream_gets_a_keep_alive_comment_every_15_s(pool: PgPool) {
+    let f = feeds(&pool, &[]).await;
+    let token = admin(&f.issuer);
+    let opened = std::time::Instant::now();
+    let resp = reqwest::Client::new()
+        .get(f.app.url("/api/events/stream"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET stream");
+    assert_eq!(resp.status(), 200);
+    let mut body = Box::pin(resp.bytes_stream());
+    let mut text = String::new();
+    let mut comments = Vec::new();
+    while comments.len() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), body.next())
+            .await
+            .expect("a keep-alive within 20 s")
+            .expect("the stream stays open")
+            .expect("chunk");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(at) = text.find(":keep-alive\n\n") {
+            comments.push(opened.elapsed());
+            text.drain(..at + ":keep-alive\n\n".len());
+        }
+    }
+    assert!(
+        comments[0] >= Duration::from_secs(14) && comments[0] < Duration::from_secs(17),
+        "first keep-alive after {:?}",
+        comments[0]
+    );
+    let gap = comments[1] - comments[0];
+    assert!(
+        gap >= Duration::from_secs(14) && gap < Duration::from_secs(17),
+        "keep-alives {gap:?} apart"
+    );
+}
