@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,10 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let builder = http1::Builder::new();
+    let mut builder = http1::Builder::new();
+    // With a timer, hyper enforces its 30 s limit on reading a request head: a client
+    // that trickles headers (slowloris) cannot hold a connection open indefinitely.
+    builder.timer(TokioTimer::new());
     let connections = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {

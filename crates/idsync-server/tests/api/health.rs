@@ -121,3 +121,29 @@ async fn serve_help_lists_the_configuration() {
         assert!(help.contains(var), "{var} missing:\n{help}");
     }
 }
+
+/// A client that trickles its request head (slowloris) is cut off after 30 s rather than
+/// holding a connection for as long as it likes.
+#[sqlx::test(migrations = false)]
+async fn a_request_head_that_never_ends_is_cut_off_after_30_s(pool: PgPool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = database_of(&pool).await;
+    let app = spawn_app(&url_for(&db), &[]).await;
+    app.wait_ready().await;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /livez HTTP/1.1\r\nHost: idsync\r\n")
+        .await
+        .expect("half a head");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    // Either the server closes (EOF) or answers 408 and closes; both end the read.
+    let read = tokio::time::timeout(Duration::from_secs(40), tcp.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was still open after 40 s");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(25) && waited < Duration::from_secs(35),
+        "cut off after {waited:?}"
+    );
+}
