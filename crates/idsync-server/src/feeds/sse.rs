@@ -65,6 +65,7 @@ pub async fn stream(
     );
     let open = OpenGauge::new(SSE_STREAMS_OPEN);
     let delivered = metrics::counter!(FEED_EVENTS_DELIVERED, "transport" => "sse");
+    let expires_at = tokio::time::Instant::now() + expires_in;
     let body = async_stream::stream! {
         let _open = open;
         yield Ok::<Bytes, Infallible>(Bytes::from(format!("retry: {}\n\n", RETRY.as_millis())));
@@ -73,7 +74,7 @@ pub async fn stream(
         let end = async {
             tokio::select! {
                 () = shutdown.cancelled() => End::Shutdown,
-                () = tokio::time::sleep(expires_in) => End::TokenExpired,
+                () = tokio::time::sleep_until(expires_at) => End::TokenExpired,
             }
         };
         tokio::pin!(end);
@@ -87,8 +88,8 @@ pub async fn stream(
         loop {
             tokio::select! {
                 // Events first: a wake-up for an event then polls nothing else. The
-                // rest is polled whenever no event is ready, and a subscriber that is
-                // always behind checks for shutdown every few writes below.
+                // rest is polled whenever no event is ready; a subscriber that is always
+                // behind (events always ready) checks shutdown and expiry every few writes.
                 biased;
                 ready = subscription.ready() => match ready {
                     Ok(true) => {
@@ -101,8 +102,14 @@ pub async fn stream(
                         wrote = true;
                         yield Ok(Bytes::from(frame));
                         writes += 1;
-                        if writes.is_multiple_of(32) && shutdown.is_cancelled() {
-                            break;
+                        if writes.is_multiple_of(32) {
+                            if shutdown.is_cancelled() {
+                                break;
+                            }
+                            if tokio::time::Instant::now() >= expires_at {
+                                yield Ok(Bytes::from_static(TOKEN_EXPIRED));
+                                break;
+                            }
                         }
                     }
                     Ok(false) => break,
@@ -114,7 +121,7 @@ pub async fn stream(
                 },
                 why = &mut end => {
                     if why == End::TokenExpired {
-                        yield Ok(Bytes::from_static(b"event: token_expired\ndata: the access token expired; reconnect with a new one\n\n"));
+                        yield Ok(Bytes::from_static(TOKEN_EXPIRED));
                     }
                     break;
                 }
@@ -137,6 +144,9 @@ pub async fn stream(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(response)
 }
+
+const TOKEN_EXPIRED: &[u8] =
+    b"event: token_expired\ndata: the access token expired; reconnect with a new one\n\n";
 
 #[derive(PartialEq)]
 enum End {
