@@ -690,3 +690,36 @@ async fn an_idle_stream_gets_a_keep_alive_comment_every_15_s(pool: PgPool) {
         "keep-alives {gap:?} apart"
     );
 }
+
+/// The stream ends when the caller's token does, saying why, so the client can come back
+/// with a fresh token and its Last-Event-ID.
+#[sqlx::test(migrations = false)]
+async fn the_stream_ends_when_the_token_expires(pool: PgPool) {
+    let f = feeds(&pool, &[]).await;
+    let token = f
+        .issuer
+        .token(&TokenSpec::new().sub("1").groups([ADMINS]).exp_in(3));
+    let opened = std::time::Instant::now();
+    let mut stream = SseReader::open(&f.app, "", Some(&token), None)
+        .await
+        .expect("open");
+    let last = stream
+        .next(Duration::from_secs(10))
+        .await
+        .expect("a closing event before the stream ends");
+    assert_eq!(last.event.as_deref(), Some("token_expired"));
+    assert!(
+        opened.elapsed() >= Duration::from_secs(1) && opened.elapsed() < Duration::from_secs(6),
+        "ended after {:?}",
+        opened.elapsed()
+    );
+    let waiting = std::time::Instant::now();
+    assert!(
+        stream.next(Duration::from_secs(5)).await.is_none(),
+        "nothing after token_expired"
+    );
+    assert!(
+        waiting.elapsed() < Duration::from_secs(2),
+        "the stream ended (it did not just fall silent)"
+    );
+}
