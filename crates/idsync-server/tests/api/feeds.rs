@@ -2,7 +2,6 @@
 //! writers, the lag path, cross-process delivery, filtering, tickets, the WebSocket
 //! protocol with gateway identity, and shutdown with open connections.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use sqlx::PgPool;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::helpers::{App, database_of, spawn_app, url_for};
+use crate::helpers::{App, database_of, metric_value, spawn_app, url_for};
 
 const ADMINS: &str = "authentik Admins";
 
@@ -581,29 +580,15 @@ async fn sigterm_with_100_open_streams_and_sockets_exits_within_5_s(pool: PgPool
         );
         sockets.push(ws_connect(&f.app, "/ws", &[]).await);
     }
-    let metrics = f
-        .app
-        .http
-        .get(f.app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let open: HashMap<&str, f64> = metrics
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
-        .collect();
+    let metrics = f.app.metrics().await;
     assert_eq!(
-        open.get("idsync_sse_streams_open"),
-        Some(&50.0),
+        metric_value(&metrics, "idsync_sse_streams_open"),
+        Some(50.0),
         "{metrics}"
     );
     assert_eq!(
-        open.get("idsync_ws_connections_open"),
-        Some(&50.0),
+        metric_value(&metrics, "idsync_ws_connections_open"),
+        Some(50.0),
         "{metrics}"
     );
     let started = std::time::Instant::now();
@@ -619,22 +604,8 @@ async fn sigterm_with_100_open_streams_and_sockets_exits_within_5_s(pool: PgPool
 async fn a_stream_whose_client_hangs_up_is_closed_at_once(pool: PgPool) {
     let f = feeds(&pool, &[]).await;
     let token = admin(&f.issuer);
-    let open_streams = || async {
-        let text = f
-            .app
-            .http
-            .get(f.app.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        text.lines()
-            .find_map(|l| l.strip_prefix("idsync_sse_streams_open "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let open_streams =
+        || async { metric_value(&f.app.metrics().await, "idsync_sse_streams_open").unwrap_or(0.0) };
     let stream = SseReader::open(&f.app, "", Some(&token), None)
         .await
         .expect("open");

@@ -64,6 +64,18 @@ pub struct App {
 }
 
 impl App {
+    /// `GET /metrics`, the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -178,4 +190,13 @@ pub async fn spawn_app(database_url: &str, extra_env: &[(&str, &str)]) -> App {
             .build()
             .expect("client"),
     }
+}
+
+/// The value of an unlabelled metric in Prometheus text, if present.
+pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.trim().parse().ok())
 }

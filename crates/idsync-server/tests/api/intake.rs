@@ -274,15 +274,7 @@ async fn without_authentik_items_wait_and_readyz_says_why(pool: PgPool) {
         .expect("row");
     assert_eq!(status, "pending");
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("idsync_webhooks_received_total{outcome=\"accepted\"} 1"),
         "{metrics}"

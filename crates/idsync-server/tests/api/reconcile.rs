@@ -367,17 +367,6 @@ async fn a_user_missing_from_the_listing_is_deleted_only_when_authentik_says_404
     assert!(new.contains(&(4, "UserDeleted".to_owned())), "{new:?}");
 }
 
-async fn metrics_text(app: &App) -> String {
-    app.http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[sqlx::test(migrations = false)]
 async fn serve_reconciles_periodically_and_reports_the_last_run(pool: PgPool) {
     let stub = AuthentikStub::start(TOKEN).await;
@@ -396,7 +385,7 @@ async fn serve_reconciles_periodically_and_reports_the_last_run(pool: PgPool) {
     assert_eq!(events[0].3["source"], "reconcile");
 
     eventually(Duration::from_secs(10), "reconcile metrics", || async {
-        let text = metrics_text(&app).await;
+        let text = app.metrics().await;
         text.contains("idsync_reconcile_last_success 1")
             && text.contains("idsync_reconcile_runs_total{outcome=\"ok\"}")
             && text.contains("idsync_reconcile_last_users{result=\"registered\"}")
@@ -405,7 +394,7 @@ async fn serve_reconciles_periodically_and_reports_the_last_run(pool: PgPool) {
             && text.contains("idsync_reconcile_last_duration_seconds")
     })
     .await;
-    let text = metrics_text(&app).await;
+    let text = app.metrics().await;
     assert!(
         text.contains("idsync_events_appended_total{type=\"UserRegistered\"} 1"),
         "{text}"
@@ -432,7 +421,7 @@ async fn one_reconcile_at_a_time_per_database(pool: PgPool) {
         Duration::from_secs(15),
         "a skipped periodic run",
         || async {
-            metrics_text(&app)
+            app.metrics()
                 .await
                 .contains("idsync_reconcile_runs_total{outcome=\"skipped\"}")
         },

@@ -138,15 +138,7 @@ async fn created_updated_and_deleted_become_the_right_events(pool: PgPool) {
         vec!["registered", "unchanged", "updated", "deleted"]
     );
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("idsync_authentik_requests_total{result=\"ok\"} 3"),
         "{metrics}"
