@@ -145,7 +145,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     http::server::serve(listener, router, cancel.clone(), HTTP_GRACE).await;
 
     // The server returns once shutdown began. The background tasks were told at the
-    // same moment, so they have had the server's grace period already.
+    // same moment and have been stopping meanwhile; the two waits together stay within
+    // SHUTDOWN_GRACE.
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE - HTTP_GRACE, tracker.wait())
         .await

@@ -5,7 +5,6 @@
 //! between a feed and a denial of service on Postgres.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use idsync_store::{FeedSignal, Notifier, feed};
@@ -18,8 +17,6 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct Hub {
     tx: broadcast::Sender<LiveBatch>,
-    /// The last position broadcast (0 before the first read).
-    head: Arc<AtomicI64>,
 }
 
 impl Hub {
@@ -27,10 +24,7 @@ impl Hub {
     /// lagged (it then catches up from the database).
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        Self {
-            tx,
-            head: Arc::new(AtomicI64::new(0)),
-        }
+        Self { tx }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<LiveBatch> {
@@ -53,7 +47,6 @@ impl Hub {
                 }
             }
         };
-        self.head.store(head, Ordering::Release);
         let mut last_broadcast = tokio::time::Instant::now();
         let mut read_again = false;
         loop {
@@ -88,7 +81,6 @@ impl Hub {
                         // No receivers is fine: nobody is listening right now.
                         let _ = self.tx.send(batch);
                         last_broadcast = tokio::time::Instant::now();
-                        self.head.store(head, Ordering::Release);
                         if !full {
                             break;
                         }
