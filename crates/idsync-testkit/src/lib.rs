@@ -5,8 +5,8 @@
 //!   ([`authentik::fixtures`]).
 //! - [`oidc`]: a local OIDC issuer shaped like an Authentik provider (discovery, JWKS,
 //!   key rotation, outages) that mints Authentik-shaped access tokens and attack tokens.
-//! - [`reference`]: finds `../shared/reference` (Authentik's `schema.yml`, ...); tests
-//!   that need it skip when it is absent.
+//! - [`reference`]: the vendored reference files (Authentik's `schema.yml` and blueprint
+//!   schema, the Compose Specification's schema).
 //! - [`schema`]: validates JSON against a component of an OpenAPI 3.0 document, so the
 //!   fixtures and the stub can be checked against what Authentik documents.
 

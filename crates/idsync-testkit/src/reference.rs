@@ -1,100 +1,89 @@
-//! The reference files of the systems idsync talks to (Authentik's OpenAPI `schema.yml`,
-//! its blueprint schema, ...), kept outside the repository in `../shared/reference`.
+//! The reference files of the systems idsync talks to, vendored into the repository so
+//! that every test runs from a clone with nothing beside it:
 //!
-//! They are for reading and validating against, never copied into the project, and may
-//! be absent (a clone without `shared/` beside it): tests that need them call
-//! [`authentik_schema`] and, on `None`, [`print_skip`] and pass.
+//! - `authentik/reference/<version>/`: Authentik's OpenAPI `schema.yml`, its blueprint
+//!   JSON schema and some of the blueprints it ships (see the README there for where
+//!   they came from);
+//! - `docs/reference/compose/compose-spec.json`: the Compose Specification's JSON schema.
+//!
+//! A missing or unparsable file is a broken checkout, and the test that reads it fails.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-/// Environment variable naming the reference folder explicitly (the folder that holds
-/// `authentik/`). When set, it is the only place looked at.
-pub const ENV_VAR: &str = "IDSYNC_REFERENCE_DIR";
+/// The Authentik release the vendored files come from (and the blueprints target).
+pub const AUTHENTIK_VERSION: &str = "2026.2.2";
 
-/// What a test prints when it skips for want of the reference folder.
-pub const SKIP_MESSAGE: &str = "skipped: reference absent (../shared/reference)";
-
-/// Prints [`SKIP_MESSAGE`] (to stderr, which `cargo test` shows with `--nocapture`, and
-/// on failure).
-pub fn print_skip() {
-    eprintln!("{SKIP_MESSAGE}");
-}
-
-/// The reference folder: `$IDSYNC_REFERENCE_DIR` if set, else the first
-/// `<ancestor>/shared/reference` above the crate being tested (or above this crate).
-pub fn reference_dir() -> Option<PathBuf> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let starts = [
-            std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
-            Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
-        ];
-        resolve(
-            std::env::var_os(ENV_VAR),
-            starts.iter().flatten().map(PathBuf::as_path),
-        )
-    })
-    .clone()
-}
-
-/// [`reference_dir`]'s rule, without reading the environment: `explicit` wins when set
-/// (and names a folder); otherwise walk up from each start in turn.
-pub fn resolve<'a>(
-    explicit: Option<OsString>,
-    starts: impl IntoIterator<Item = &'a Path>,
-) -> Option<PathBuf> {
-    if let Some(explicit) = explicit.filter(|e| !e.is_empty()) {
-        let dir = PathBuf::from(explicit);
-        return dir.is_dir().then_some(dir);
-    }
-    starts.into_iter().find_map(find_from)
-}
-
-/// The first `<ancestor>/shared/reference` folder of `start` (itself included).
-pub fn find_from(start: &Path) -> Option<PathBuf> {
-    start
+/// The repository's root (two levels above this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
-        .map(|dir| dir.join("shared").join("reference"))
-        .find(|candidate| candidate.is_dir())
+        .nth(2)
+        .expect("crates/idsync-testkit sits two levels below the repository root")
+        .to_path_buf()
 }
 
-/// `<reference>/authentik`, if present.
-pub fn authentik_dir() -> Option<PathBuf> {
-    reference_dir()
-        .map(|dir| dir.join("authentik"))
-        .filter(|dir| dir.is_dir())
+/// `authentik/reference/<AUTHENTIK_VERSION>/`.
+pub fn authentik_dir() -> PathBuf {
+    repo_root()
+        .join("authentik")
+        .join("reference")
+        .join(AUTHENTIK_VERSION)
 }
 
-/// `<reference>/authentik/schema.yml`, if present.
-pub fn authentik_schema_path() -> Option<PathBuf> {
-    authentik_dir()
-        .map(|dir| dir.join("schema.yml"))
-        .filter(|path| path.is_file())
+/// `authentik/reference/<version>/schema.yml`.
+pub fn authentik_schema_path() -> PathBuf {
+    authentik_dir().join("schema.yml")
 }
 
-/// Authentik's OpenAPI document (`schema.yml`) as JSON, parsed once per process; `None`
-/// when the reference folder or the file is absent.
+/// `authentik/reference/<version>/blueprints-schema.json`.
+pub fn blueprints_schema_path() -> PathBuf {
+    authentik_dir().join("blueprints-schema.json")
+}
+
+/// `docs/reference/compose/compose-spec.json`.
+pub fn compose_spec_path() -> PathBuf {
+    repo_root()
+        .join("docs")
+        .join("reference")
+        .join("compose")
+        .join("compose-spec.json")
+}
+
+/// Authentik's OpenAPI document (`schema.yml`) as JSON, parsed once per process.
 ///
 /// # Panics
 ///
-/// When the file exists but cannot be read or parsed: that is a broken reference, not
-/// an absent one, and a test must not pass over it silently.
-pub fn authentik_schema() -> Option<&'static Value> {
-    static SCHEMA: OnceLock<Option<Value>> = OnceLock::new();
-    SCHEMA
-        .get_or_init(|| {
-            let path = authentik_schema_path()?;
-            let text = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-            let doc = crate::schema::parse_yaml(&text)
-                .unwrap_or_else(|e| panic!("cannot parse {}: {e}", path.display()));
-            Some(doc)
-        })
-        .as_ref()
+/// When the file cannot be read or parsed: the checkout is broken.
+pub fn authentik_schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let path = authentik_schema_path();
+        let text = read(&path);
+        crate::schema::parse_yaml(&text)
+            .unwrap_or_else(|e| panic!("cannot parse {}: {e}", path.display()))
+    })
+}
+
+/// A vendored JSON file (the blueprint schema, the compose spec), parsed.
+///
+/// # Panics
+///
+/// When the file cannot be read or parsed.
+pub fn json_file(path: &Path) -> Value {
+    serde_json::from_str(&read(path))
+        .unwrap_or_else(|e| panic!("cannot parse {}: {e}", path.display()))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the vendored reference file {}: {e}",
+            path.display()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -102,37 +91,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn explicit_dir_wins_and_must_exist() {
-        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-        assert_eq!(
-            resolve(Some(here.as_os_str().to_owned()), [Path::new("/")]),
-            Some(here.to_path_buf())
-        );
-        assert_eq!(
-            resolve(
-                Some(OsString::from("/nonexistent/idsync-reference")),
-                [here]
-            ),
-            None
-        );
-    }
-
-    #[test]
-    fn walks_up_to_the_nearest_shared_reference() {
-        let dir = std::env::temp_dir().join(format!("idsync-testkit-ref-{}", std::process::id()));
-        let project = dir.join("work");
-        let crate_dir = project.join("main").join("crates").join("x");
-        std::fs::create_dir_all(&crate_dir).expect("temp dir");
-        let outside = find_from(&crate_dir);
-        std::fs::create_dir_all(project.join("shared").join("reference")).expect("reference");
-        assert_eq!(
-            resolve(None, [crate_dir.as_path()]),
-            Some(project.join("shared").join("reference"))
-        );
-        std::fs::remove_dir_all(&dir).expect("cleanup");
-        // Before the folder existed, only one outside the temp dir could have been found.
-        if let Some(found) = outside {
-            assert!(!found.starts_with(&dir));
+    fn every_vendored_file_is_present() {
+        for path in [
+            authentik_schema_path(),
+            blueprints_schema_path(),
+            compose_spec_path(),
+        ] {
+            assert!(path.is_file(), "{} is missing", path.display());
         }
+        assert_eq!(
+            authentik_schema()["info"]["version"].as_str(),
+            Some(AUTHENTIK_VERSION)
+        );
     }
 }

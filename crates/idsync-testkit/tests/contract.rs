@@ -1,20 +1,11 @@
-//! The fixtures and the stub against Authentik's own OpenAPI document
-//! (`../shared/reference/authentik/schema.yml`): what they serve must be what Authentik
-//! documents, and the validator must be able to say no. Without the reference folder
-//! these tests print a notice and pass.
+//! The fixtures and the stub against Authentik's own OpenAPI document (vendored as
+//! `authentik/reference/<version>/schema.yml`): what they serve must be what Authentik
+//! documents, and the validator must be able to say no.
 
 use idsync_testkit::authentik::{AuthentikStub, fixtures};
 use idsync_testkit::reference;
 use idsync_testkit::schema::{ComponentValidator, Strictness, validate_component};
 use serde_json::{Value, json};
-
-fn schema_or_skip() -> Option<&'static Value> {
-    let schema = reference::authentik_schema();
-    if schema.is_none() {
-        reference::print_skip();
-    }
-    schema
-}
 
 fn user_validator(doc: &Value) -> ComponentValidator {
     ComponentValidator::new(doc, "User", Strictness::Strict).expect("User compiles")
@@ -49,7 +40,7 @@ fn variety() -> Vec<Value> {
 
 #[test]
 fn fixtures_are_valid_authentik_users() {
-    let Some(doc) = schema_or_skip() else { return };
+    let doc = reference::authentik_schema();
     let validator = user_validator(doc);
     for user in variety() {
         if let Err(errors) = validator.validate(&user) {
@@ -60,7 +51,7 @@ fn fixtures_are_valid_authentik_users() {
 
 #[tokio::test]
 async fn stub_pages_are_valid_paginated_user_lists() {
-    let Some(doc) = schema_or_skip() else { return };
+    let doc = reference::authentik_schema();
     let page_validator =
         ComponentValidator::new(doc, "PaginatedUserList", Strictness::Strict).expect("compiles");
     let user_validator = user_validator(doc);
@@ -90,7 +81,7 @@ async fn stub_pages_are_valid_paginated_user_lists() {
 
 #[test]
 fn broken_fixtures_fail() {
-    let Some(doc) = schema_or_skip() else { return };
+    let doc = reference::authentik_schema();
     let mut bad_group = fixtures::user(9).groups(&["staff"]).json();
     bad_group["groups_obj"][0]
         .as_object_mut()
@@ -136,22 +127,6 @@ fn broken_fixtures_fail() {
     let invented = fixtures::user(9).set("group_obj", json!([])).json();
     validate_component(doc, "User", &invented).expect("lenient allows extra members");
     assert!(user_validator(doc).validate(&invented).is_err());
-}
-
-#[test]
-fn an_absent_reference_is_a_skip_not_a_failure() {
-    // The lookup rule with an explicit folder that does not exist finds nothing...
-    let missing = std::env::temp_dir().join("idsync-no-such-reference-dir");
-    assert_eq!(
-        reference::resolve(Some(missing.into_os_string()), std::iter::empty()),
-        None
-    );
-    // ...and the tests above then take this path and pass.
-    reference::print_skip();
-    assert_eq!(
-        reference::SKIP_MESSAGE,
-        "skipped: reference absent (../shared/reference)"
-    );
 }
 
 /// A tiny HTTP/1.1 GET with the stub's token, so the contract test does not depend on
