@@ -129,6 +129,9 @@ pub struct TokenSpec {
     pub omit_kid: bool,
     /// Replaces the header `alg` (default RS256; must suit an RSA key for [`TestIssuer::token`]).
     pub alg: Option<Algorithm>,
+    /// Replaces the header `typ` (default `JWT`, as Authentik writes; RFC 9068 issuers
+    /// write `at+jwt`).
+    pub typ: Option<String>,
     /// Added last, so they may replace any claim.
     pub extra: Map<String, Value>,
 }
@@ -148,6 +151,7 @@ impl Default for TokenSpec {
             kid: None,
             omit_kid: false,
             alg: None,
+            typ: None,
             extra: Map::new(),
         }
     }
@@ -224,6 +228,12 @@ impl TokenSpec {
 
     pub fn alg(mut self, alg: Algorithm) -> Self {
         self.alg = Some(alg);
+        self
+    }
+
+    /// The header's `typ` (default `JWT`).
+    pub fn typ(mut self, typ: impl Into<String>) -> Self {
+        self.typ = Some(typ.into());
         self
     }
 
@@ -478,6 +488,19 @@ impl TestIssuer {
         self.sign(&self.current_key(), spec, &self.claims(spec))
     }
 
+    /// An ID token as Authentik issues it beside the access token: the same header,
+    /// issuer, audience and profile claims, but no `azp`, `uid` or `scope`.
+    pub fn id_token(&self, spec: &TokenSpec) -> String {
+        let mut claims = self.claims(spec);
+        if let Some(claims) = claims.as_object_mut() {
+            for name in ["azp", "uid", "scope"] {
+                claims.remove(name);
+            }
+            claims.insert("at_hash".into(), json!("x1b2c3d4e5f6g7h8i9j0kA"));
+        }
+        self.sign(&self.current_key(), spec, &claims)
+    }
+
     /// `alg: none`, empty signature.
     pub fn token_alg_none(&self, spec: &TokenSpec) -> String {
         let header = json!({
@@ -547,6 +570,9 @@ impl TestIssuer {
 
     fn sign(&self, key: &TestKey, spec: &TokenSpec, claims: &Value) -> String {
         let mut header = Header::new(spec.alg.unwrap_or(Algorithm::RS256));
+        if let Some(typ) = &spec.typ {
+            header.typ = Some(typ.clone());
+        }
         if !spec.omit_kid {
             header.kid = Some(spec.kid.clone().unwrap_or_else(|| key.kid.clone()));
         }
