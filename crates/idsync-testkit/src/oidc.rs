@@ -47,6 +47,7 @@ pub struct TestKey {
     encoding: EncodingKey,
     jwk: Jwk,
     public_pem: String,
+    private_pem: String,
 }
 
 impl std::fmt::Debug for TestKey {
@@ -65,9 +66,34 @@ impl TestKey {
     ///
     /// When the OS random source or the encoders fail (test support).
     pub fn generate(kid: impl Into<String>) -> Self {
-        let kid = kid.into();
         let private =
             RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("generate an RSA-2048 key");
+        Self::from_private(kid.into(), &private)
+    }
+
+    /// A key kept in PKCS#1 PEM (`-----BEGIN RSA PRIVATE KEY-----`), as
+    /// [`private_key_pem`](Self::private_key_pem) writes it: a local issuer that keeps its
+    /// key across restarts keeps its tokens valid.
+    ///
+    /// # Errors
+    ///
+    /// When the PEM is not an RSA private key.
+    pub fn from_private_key_pem(kid: impl Into<String>, pem: &str) -> Result<Self, String> {
+        use rsa::pkcs1::DecodeRsaPrivateKey;
+        let private = RsaPrivateKey::from_pkcs1_pem(pem).map_err(|e| e.to_string())?;
+        Ok(Self::from_private(kid.into(), &private))
+    }
+
+    /// The private key in PKCS#1 PEM.
+    pub fn private_key_pem(&self) -> String {
+        self.private_pem.clone()
+    }
+
+    fn from_private(kid: String, private: &RsaPrivateKey) -> Self {
+        let private_pem = private
+            .to_pkcs1_pem(LineEnding::LF)
+            .expect("PEM of the RSA key")
+            .to_string();
         let der = private.to_pkcs1_der().expect("PKCS#1 DER of the RSA key");
         let encoding = EncodingKey::from_rsa_der(der.as_bytes());
         let mut jwk =
@@ -83,6 +109,7 @@ impl TestKey {
             encoding,
             jwk,
             public_pem,
+            private_pem,
         }
     }
 
@@ -305,13 +332,24 @@ impl TestIssuer {
     ///
     /// When no local port can be bound (test support: the test cannot go on).
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), None)
             .await
-            .expect("bind 127.0.0.1:0 for the test OIDC issuer");
-        let addr = listener
-            .local_addr()
-            .expect("local address of the test OIDC issuer");
-        let first = Arc::new(TestKey::generate(format!("idsync-key-1-{}", addr.port())));
+            .expect("bind 127.0.0.1:0 for the test OIDC issuer")
+    }
+
+    /// Starts an issuer on `addr` (port 0: a free one) signing with `key`, or a fresh
+    /// key when `None`. The development issuer uses this to keep its address and key, and
+    /// so its tokens, across restarts.
+    ///
+    /// # Errors
+    ///
+    /// When `addr` cannot be bound.
+    pub async fn start_on(addr: SocketAddr, key: Option<TestKey>) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let first = Arc::new(
+            key.unwrap_or_else(|| TestKey::generate(format!("idsync-key-1-{}", addr.port()))),
+        );
         let shared = Arc::new(Shared {
             base: format!("http://{addr}"),
             state: Mutex::new(IssuerState {
@@ -341,11 +379,11 @@ impl TestIssuer {
                 eprintln!("test OIDC issuer stopped: {error}");
             }
         });
-        Self {
+        Ok(Self {
             shared,
             guard: Arc::new(ShutdownGuard { shutdown: sender }),
             addr,
-        }
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
