@@ -2079,3 +2079,33 @@ fn the_frontend_config_has_the_shared_shape_and_the_csp_allows_exactly_it() {
     );
     assert_eq!(csp_problems(&inline, &config).len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// The documentation of the stack
+
+#[test]
+fn the_readme_starts_with_docker_compose_up_and_the_docs_name_the_real_images() {
+    let readme = read("README.md");
+    let first_block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|block| block.lines().next())
+        .expect("a shell block in README.md");
+    assert_eq!(
+        first_block, "docker compose up",
+        "the README's first command"
+    );
+    let deploy = read("docs/deploy.md");
+    for (name, svc) in services(&model(&["gateway"])) {
+        if let Some(image) = svc["image"].as_str() {
+            assert!(
+                deploy.contains(image),
+                "docs/deploy.md does not name {name}'s image {image}"
+            );
+        }
+        assert!(
+            deploy.contains(&format!("`{name}`")),
+            "docs/deploy.md does not describe {name}"
+        );
+    }
+}
