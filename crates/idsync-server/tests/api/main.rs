@@ -3,6 +3,7 @@
 
 mod api;
 mod feeds;
+mod groups;
 mod health;
 mod helpers;
 mod intake;
