@@ -944,6 +944,41 @@ fn found_scopes(name: &str, provider_name: &str) -> BTreeSet<String> {
     scopes
 }
 
+/// The provider's signing key is the self-signed certificate, and when that does not exist
+/// yet the value is one Authentik refuses (the blueprint fails instead of creating a
+/// provider that signs HS256).
+fn assert_signing_key_guarded(name: &str, provider_name: &str) {
+    let doc: Yaml = serde_norway::from_str(&our_blueprint(name)).expect("yaml");
+    let provider = doc["entries"]
+        .as_sequence()
+        .expect("entries")
+        .iter()
+        .find(|e| e["identifiers"]["name"] == provider_name)
+        .expect("provider entry");
+    let Yaml::Tagged(guard) = &provider["attrs"]["signing_key"] else {
+        panic!("{name}: signing_key is not an !If");
+    };
+    assert!(guard.tag == "If", "{name}: {guard:?}");
+    let args = guard.value.as_sequence().expect("args");
+    let find =
+        "!Find [authentik_crypto.certificatekeypair, [name, authentik Self-signed Certificate]]";
+    for arg in &args[..2] {
+        let Yaml::Tagged(found) = arg else {
+            panic!("{name}: expected {find}")
+        };
+        assert!(found.tag == "Find", "{name}: {arg:?}");
+        assert_eq!(found.value[0], "authentik_crypto.certificatekeypair");
+        assert_eq!(found.value[1][0], "name");
+        assert_eq!(found.value[1][1], "authentik Self-signed Certificate");
+    }
+    let fallback = args[2].as_str().expect("a text");
+    assert!(uuid::Uuid::parse_str(fallback).is_err(), "{fallback}");
+    assert!(
+        fallback.contains("authentik Self-signed Certificate"),
+        "{fallback}"
+    );
+}
+
 #[test]
 fn frontend_provider_and_application_match_the_shared_names() {
     let report = checked("idsync-oidc.yaml");
@@ -1005,6 +1040,7 @@ fn gateway_client_is_confidential_with_its_secret_from_the_environment() {
         json!([{"matching_mode": "strict", "url": "http://localhost:9080/ws/callback"}])
     );
     assert!(attrs["signing_key"].is_string());
+    assert_signing_key_guarded("idsync-gateway.yaml", "idsync-gateway");
     assert!(found_scopes("idsync-gateway.yaml", "idsync-gateway").contains("openid"));
     the_entry(
         &report,
