@@ -2,6 +2,7 @@
 //! database, driven over HTTP and signals as a user would. One test binary, many modules.
 
 mod api;
+mod blueprints;
 mod feeds;
 mod groups;
 mod health;
