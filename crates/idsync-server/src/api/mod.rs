@@ -125,7 +125,7 @@ async fn whoami(AuthUser(caller): AuthUser) -> Json<WhoAmI> {
     responses(
         (status = 200, description = "the caller's user", body = UserRow),
         (status = 401, description = "missing or invalid token", body = ErrorBody),
-        (status = 404, description = "the caller's user is not synced yet", body = ErrorBody),
+        (status = 404, description = "the caller's user is not synced yet, and Authentik did not return it when asked", body = ErrorBody),
         (status = 503, description = "OIDC not configured or issuer unreachable", body = ErrorBody),
     ))]
 async fn me(
@@ -138,11 +138,18 @@ async fn me(
             caller.claims.sub
         ))
     };
-    let pk = caller.user_pk.ok_or_else(not_synced)?;
-    users::get(&state.pool, pk)
-        .await?
-        .map(Json)
-        .ok_or_else(not_synced)
+    if let Some(pk) = caller.user_pk
+        && let Some(row) = users::get(&state.pool, pk).await?
+    {
+        return Ok(Json(row));
+    }
+    // Valid, but not synced yet (Authentik sent no webhook for this user): ask for them.
+    if let Some(on_demand) = &state.on_demand
+        && let Some(row) = on_demand.fetch(&state.pool, &caller.claims.sub).await
+    {
+        return Ok(Json(row));
+    }
+    Err(not_synced())
 }
 
 /// Users ordered by pk, a page at a time (admins only).

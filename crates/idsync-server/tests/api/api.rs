@@ -381,12 +381,42 @@ async fn without_an_issuer_protected_endpoints_say_what_to_set(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn issuer_down_with_an_empty_cache_is_503_not_500(pool: PgPool) {
-    let w = world(&pool).await;
-    let token = user_token(&w.issuer, 3);
-    w.issuer.set_down(true);
-    let (status, body, _) = get(&w.app, "/api/me", Some(&token)).await;
+    // Down from the start, so serve's own check at start cannot have fetched the keys.
+    let stub = AuthentikStub::start(TOKEN).await;
+    let issuer = TestIssuer::start().await;
+    issuer.set_down(true);
+    let (iss, aud) = (issuer.issuer(), issuer.client_id());
+    let app = serve_with_stub(
+        &pool,
+        &stub,
+        &[
+            ("IDSYNC_OIDC_ISSUER", iss.as_str()),
+            ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
+        ],
+    )
+    .await;
+    let token = user_token(&issuer, 3);
+    let (status, body, _) = get(&app, "/api/me", Some(&token)).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "auth_unavailable");
+    // And /readyz says why, as a warning (webhooks are still stored).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready: Value = app
+            .http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("JSON");
+        if ready["warnings"].to_string().contains("oidc") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[sqlx::test(migrations = false)]
