@@ -75,8 +75,9 @@ async function readForm(req) {
  * @param {string} [o.keyFile] where the signing key is kept
  * @param {(account: object) => Promise<void>|void} [o.onEnroll] called when someone signs up
  * @param {Map<string, object>} [o.accounts]
+ * @param {number} [o.firstNewPk] the pk the first signed-up account gets
  */
-export async function startIssuer({ port = 0, host = '127.0.0.1', frontendOrigin, accessTokenTTL = 300, keyFile, onEnroll, accounts = defaultAccounts() }) {
+export async function startIssuer({ port = 0, host = '127.0.0.1', frontendOrigin, accessTokenTTL = 300, keyFile, onEnroll, accounts = defaultAccounts(), firstNewPk = 1000 }) {
   const server = http.createServer();
   await new Promise((resolve) => server.listen(port, host, resolve));
   const actualPort = server.address().port;
@@ -119,8 +120,16 @@ export async function startIssuer({ port = 0, host = '127.0.0.1', frontendOrigin
     },
     features: {
       devInteractions: { enabled: false },
-      revocation: { enabled: true },
-      rpInitiatedLogout: { enabled: true },
+      revocation: { enabled: true, allowedPolicy: (_ctx, client, token) => token.clientId === client.clientId },
+      rpInitiatedLogout: {
+        enabled: true,
+        logoutSource: (ctx, form) => {
+          ctx.body = page('Sign out', `${form}<p>Sign out of the test provider?</p><button type="submit" form="op.logoutForm" name="logout" value="yes">Yes, sign me out</button>`);
+        },
+        postLogoutSuccessSource: (ctx) => {
+          ctx.body = page('Signed out', '<p>You are signed out.</p>');
+        },
+      },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => RESOURCE,
@@ -141,6 +150,8 @@ export async function startIssuer({ port = 0, host = '127.0.0.1', frontendOrigin
     // token for offline_access without it, and so does this stand-in.
     issueRefreshToken: (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     rotateRefreshToken: true,
+    // The app calls the token, revocation and discovery endpoints from its own origin.
+    clientBasedCORS: (_ctx, origin) => origin === frontendOrigin.replace(/\/$/, ''),
     extraTokenClaims: async (_ctx, token) => {
       const account = accounts.get(token.accountId);
       if (!account) return undefined;
@@ -159,12 +170,6 @@ export async function startIssuer({ port = 0, host = '127.0.0.1', frontendOrigin
     renderError: (ctx, out) => {
       ctx.type = 'html';
       ctx.body = page('Sign-in error', `<pre>${escapeHtml(JSON.stringify(out, null, 2))}</pre>`);
-    },
-    logoutSource: (ctx, form) => {
-      ctx.body = page('Sign out', `${form}<p>Sign out of the test provider?</p><button type="submit" form="op.logoutForm" name="logout" value="yes">Yes, sign me out</button>`);
-    },
-    postLogoutSuccessSource: (ctx) => {
-      ctx.body = page('Signed out', '<p>You are signed out.</p>');
     },
   });
   provider.proxy = false;
@@ -245,7 +250,7 @@ export async function startIssuer({ port = 0, host = '127.0.0.1', frontendOrigin
         if (!target.startsWith('/') || target.startsWith('//')) return html(res, 400, page('Bad request', '<p>next must be a relative URL.</p>'));
         const username = form.get('username') ?? '';
         if ([...accounts.values()].some((a) => a.username === username)) return html(res, 200, enrollForm(target, 'That username is taken.'));
-        const pk = Math.max(0, ...[...accounts.values()].map((a) => a.pk)) + 1;
+        const pk = Math.max(firstNewPk - 1, ...[...accounts.values()].map((a) => a.pk)) + 1;
         const account = { pk, username, name: form.get('name') ?? '', email: form.get('email') ?? '', password: form.get('password') ?? '', groups: [] };
         accounts.set(String(pk), account);
         if (onEnroll) await onEnroll(account);

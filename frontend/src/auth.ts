@@ -80,7 +80,8 @@ export class Auth implements TokenSource {
       monitorSession: false,
       loadUserInfo: false,
       revokeTokenTypes: ['refresh_token'],
-      revokeTokensOnSignout: true,
+      // RFC 7009 answers 200 with an empty body, whatever its content type says.
+      revokeTokenAdditionalContentTypes: ['text/plain', 'text/html'],
     };
     this.manager = new UserManager(this.settings);
   }
@@ -181,9 +182,16 @@ export class Auth implements TokenSource {
     this.user = null;
     this.publish();
     try {
+      // Best effort: a refresh token that cannot be used again even if it leaked.
+      await this.manager.revokeTokens(['refresh_token']);
+    } catch (err) {
+      console.warn('could not revoke the refresh token:', err);
+    }
+    try {
       await this.manager.signoutRedirect(user?.id_token ? { id_token_hint: user.id_token } : {});
-    } catch {
+    } catch (err) {
       // The provider is unreachable: the local session is gone anyway.
+      console.warn('sign-out at the provider failed; signed out here only:', err);
       await this.manager.removeUser();
       window.location.assign(`${this.origin}/`);
     }

@@ -17,6 +17,8 @@ export class EventsStore {
   detail: string | null = null;
   /** Rows dropped from the front when over MAX_ROWS. */
   dropped = 0;
+  /** Usernames by pk, from the events seen (a UserUpdated carries only what changed). */
+  readonly usernames = new Map<number, string>();
   private client: FeedClient | null = null;
   private readonly listeners = new Set<() => void>();
   private notifyScheduled = false;
@@ -59,6 +61,8 @@ export class EventsStore {
       tokens: this.tokens,
       after: 0,
       onEvent: (item) => {
+        const username = item.data.username;
+        if (typeof username === 'string' && username !== '') this.usernames.set(item.user_pk, username);
         this.rows.push(item);
         if (this.rows.length > this.maxRows) {
           const extra = this.rows.length - this.maxRows;
@@ -82,6 +86,7 @@ export class EventsStore {
     this.client = null;
     this.rows = [];
     this.dropped = 0;
+    this.usernames.clear();
     this.changed();
   }
 }

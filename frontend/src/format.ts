@@ -46,8 +46,8 @@ const FIELD_LABELS: Record<string, string> = {
 };
 
 /** The user an event is about, as well as the event itself tells. */
-export function eventUser(item: FeedItem): string {
-  const username = item.data.username;
+export function eventUser(item: FeedItem, known?: ReadonlyMap<number, string>): string {
+  const username = item.data.username ?? known?.get(item.user_pk);
   return typeof username === 'string' && username !== '' ? `${username} (#${item.user_pk})` : `#${item.user_pk}`;
 }
 

@@ -54,7 +54,7 @@ export function EventsPage() {
           The live feed stopped: {events.detail}
         </p>
       ) : null}
-      <EventsTable rows={events.rows} version={events.version} />
+      <EventsTable rows={events.rows} version={events.version} usernames={events.usernames} />
     </section>
   );
 }
@@ -64,7 +64,7 @@ export function EventsPage() {
  * 100,000 rows scroll as smoothly as 10. Newest first; when rows arrive while the reader
  * is scrolled down, the view stays where it was and a button offers the new ones.
  */
-export function EventsTable({ rows, version }: { rows: FeedItem[]; version: number }) {
+export function EventsTable({ rows, version, usernames }: { rows: FeedItem[]; version: number; usernames?: ReadonlyMap<number, string> }) {
   const scroller = useRef<HTMLDivElement>(null);
   const [scrollTop, setScrollTop] = useState(0);
   const [viewHeight, setViewHeight] = useState(600);
@@ -122,6 +122,7 @@ export function EventsTable({ rows, version }: { rows: FeedItem[]; version: numb
         key={item.position}
         aria-rowindex={i + 2}
         data-position={item.position}
+        data-user={item.user_pk}
         style={{ transform: `translateY(${i * ROW_HEIGHT}px)` }}
       >
         <span role="cell" class="num">
@@ -132,7 +133,7 @@ export function EventsTable({ rows, version }: { rows: FeedItem[]; version: numb
           <span class={`type type-${item.type}`}>{item.type}</span>
         </span>
         <span role="cell">
-          <a href={`#/users/${item.user_pk}`}>{eventUser(item)}</a>
+          <a href={`#/users/${item.user_pk}`}>{eventUser(item, usernames)}</a>
         </span>
         <span role="cell" class="summary">
           {describeEvent(item)}

@@ -29,7 +29,7 @@ export function GatewayPage() {
   }, []);
 
   const add = (direction: WsLogEntry['direction'], text: string) => {
-    setLog((l) => [...l.slice(-(MAX_LOG - 1)), { id: ++seq.current, direction, text, at: new Date().toLocaleTimeString() }]);
+    setLog((l) => [{ id: ++seq.current, direction, text, at: new Date().toLocaleTimeString() }, ...l.slice(0, MAX_LOG - 1)]);
   };
 
   const connect = async (signedIn: boolean) => {
@@ -142,8 +142,8 @@ export function GatewayPage() {
           </button>
         </form>
       </div>
-      <h2>Messages</h2>
-      <ol class="ws-log" data-testid="ws-log" aria-label="Messages, oldest first" tabIndex={0}>
+      <h2>Messages (newest first)</h2>
+      <ol class="ws-log" data-testid="ws-log" aria-label="Messages, newest first" tabIndex={0}>
         {log.map((entry) => (
           <li key={entry.id} class={`ws-${entry.direction}`}>
             <span class="ws-dir">{entry.direction === 'in' ? '←' : entry.direction === 'out' ? '→' : '·'}</span>

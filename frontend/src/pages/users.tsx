@@ -102,15 +102,15 @@ export function UsersPage() {
             {load.kind === 'ready'
               ? load.users.map((u) => (
                   <tr key={u.pk} data-pk={u.pk}>
-                    <td class="num">{u.pk}</td>
-                    <td>
+                    <td class="num nowrap">{u.pk}</td>
+                    <td class="nowrap">
                       <a href={`#/users/${u.pk}`}>{u.username}</a>
                     </td>
                     <td>{u.name || '—'}</td>
                     <td>{u.email || '—'}</td>
-                    <td>{userTypeLabel(u.type)}</td>
+                    <td class="nowrap">{userTypeLabel(u.type)}</td>
                     <td>{u.groups.length ? u.groups.join(', ') : '—'}</td>
-                    <td>{u.deleted_at ? 'Deleted' : u.is_active ? 'Active' : 'Inactive'}</td>
+                    <td class="nowrap">{u.deleted_at ? 'Deleted' : u.is_active ? 'Active' : 'Inactive'}</td>
                   </tr>
                 ))
               : null}
