@@ -494,6 +494,14 @@ impl Inner {
         if claims.sub.is_empty() {
             return Err(invalid("empty subject (sub)"));
         }
+        // Authentik's ID tokens share the access token's header, issuer and audience;
+        // only access tokens carry `scope`. An ID token says who signed in to the client,
+        // it is not meant as a credential for an API (OIDC Core §2, RFC 9068 §1).
+        if claims.scope.is_none() {
+            return Err(invalid(
+                "this looks like an ID token (no scope claim): send the access token",
+            ));
+        }
         Ok(claims)
     }
 }
@@ -517,6 +525,7 @@ fn parse_header(token: &str) -> Result<TokenHeader, VerifyError> {
     struct RawHeader {
         alg: String,
         kid: Option<String>,
+        typ: Option<String>,
         crit: Option<serde_json::Value>,
     }
 
@@ -541,6 +550,19 @@ fn parse_header(token: &str) -> Result<TokenHeader, VerifyError> {
         return Err(invalid(
             "header has critical extensions (crit), none are supported",
         ));
+    }
+    // RFC 8725 §3.11 / RFC 9068 §2.1: explicit typing keeps other JWTs (logout tokens,
+    // signed requests...) from being taken for access tokens. Authentik writes `JWT`,
+    // RFC 9068 issuers `at+jwt`; media types compare case-insensitively.
+    if let Some(typ) = &raw.typ {
+        let typ = typ.to_ascii_lowercase();
+        let typ = typ.strip_prefix("application/").unwrap_or(&typ);
+        if typ != "jwt" && typ != "at+jwt" {
+            return Err(invalid(format!(
+                "typ {:?} is not an access token type (JWT or at+jwt)",
+                short(&raw.typ.unwrap_or_default(), 32)
+            )));
+        }
     }
     if raw.alg.eq_ignore_ascii_case("none") {
         return Err(invalid("unsigned tokens (alg none) are never accepted"));
@@ -622,6 +644,11 @@ mod tests {
             (r#"{"alg":"HS512"}"#, "HMAC"),
             (r#"{"alg":"RS256","crit":["b64"]}"#, "crit"),
             (r#"{"alg":"XY999"}"#, "unsupported alg"),
+            (
+                r#"{"alg":"RS256","typ":"logout+jwt"}"#,
+                "not an access token type",
+            ),
+            (r#"{"alg":"RS256","typ":"JWS"}"#, "not an access token type"),
             (r#"{"kid":"k"}"#, "JSON object"),
             ("not json", "JSON object"),
         ] {
@@ -647,6 +674,11 @@ mod tests {
         .expect("RS256 header");
         assert_eq!(header.alg, Algorithm::RS256);
         assert_eq!(header.kid.as_deref(), Some("k1"));
+        for typ in ["JWT", "jwt", "at+jwt", "application/at+jwt", "AT+JWT"] {
+            let header = format!(r#"{{"alg":"RS256","typ":"{typ}"}}"#);
+            parse_header(&format!("{}.{body}.sig", b64(&header)))
+                .unwrap_or_else(|e| panic!("typ {typ}: {e}"));
+        }
     }
 
     #[test]

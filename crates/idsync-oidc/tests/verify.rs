@@ -139,6 +139,42 @@ async fn an_alg_other_than_the_keys_is_rejected() {
 }
 
 #[tokio::test]
+async fn rfc_9068_access_tokens_are_accepted_and_other_types_refused() {
+    let issuer = TestIssuer::start().await;
+    let verifier = verifier(&issuer);
+    for typ in ["at+jwt", "application/at+jwt", "JWT"] {
+        let claims = verifier
+            .verify(&issuer.token(&TokenSpec::new().typ(typ)))
+            .await
+            .unwrap_or_else(|e| panic!("typ {typ}: {e}"));
+        assert_eq!(claims.sub, "7");
+    }
+    for typ in ["logout+jwt", "secevent+jwt", "JOSE"] {
+        assert_invalid(
+            verifier
+                .verify(&issuer.token(&TokenSpec::new().typ(typ)))
+                .await,
+            "not an access token type",
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_id_token_is_not_accepted_as_an_access_token() {
+    let issuer = TestIssuer::start().await;
+    let verifier = verifier(&issuer);
+    // Same header, issuer, audience and signature as an access token; no scope.
+    assert_invalid(
+        verifier.verify(&issuer.id_token(&TokenSpec::new())).await,
+        "ID token",
+    );
+    verifier
+        .verify(&issuer.token(&TokenSpec::new()))
+        .await
+        .expect("the access token beside it is accepted");
+}
+
+#[tokio::test]
 async fn expiry_is_enforced_with_a_bounded_leeway() {
     let issuer = TestIssuer::start().await;
     let verifier = verifier(&issuer); // leeway 30 s

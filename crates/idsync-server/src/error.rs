@@ -35,6 +35,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The process has not brought the database schema up to date yet.
+    #[error("starting: the database schema is not ready yet")]
+    Starting,
     /// Logged in full; the client sees only "internal error".
     #[error("{0}")]
     Internal(String),
@@ -82,6 +85,12 @@ impl ApiError {
                 d.clone(),
             ),
             ApiError::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", d.clone()),
+            ApiError::Starting => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                "idsync is starting: its database schema is not ready yet; try again in a moment"
+                    .to_owned(),
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -104,8 +113,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, detail) = self.parts();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+        match &self {
+            // Expected while the process starts; the client is told to retry.
+            ApiError::Starting => tracing::debug!("request refused: schema not ready yet"),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::warn!(error = %self, "request refused: temporarily unavailable");
+            }
+            _ if status.is_server_error() => tracing::error!(error = %self, "request failed"),
+            _ => {}
         }
         let mut response = (status, Json(json!({"error": code, "detail": detail}))).into_response();
         // RFC 6750 §3: the challenge tells the client what to do about its token.
@@ -124,6 +139,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
+        }
+        // Every 503 is temporary: say when to come back (RFC 9110 §10.2.3).
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

@@ -47,6 +47,7 @@ pub struct TestKey {
     encoding: EncodingKey,
     jwk: Jwk,
     public_pem: String,
+    private_pem: String,
 }
 
 impl std::fmt::Debug for TestKey {
@@ -65,9 +66,34 @@ impl TestKey {
     ///
     /// When the OS random source or the encoders fail (test support).
     pub fn generate(kid: impl Into<String>) -> Self {
-        let kid = kid.into();
         let private =
             RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("generate an RSA-2048 key");
+        Self::from_private(kid.into(), &private)
+    }
+
+    /// A key kept in PKCS#1 PEM (`-----BEGIN RSA PRIVATE KEY-----`), as
+    /// [`private_key_pem`](Self::private_key_pem) writes it: a local issuer that keeps its
+    /// key across restarts keeps its tokens valid.
+    ///
+    /// # Errors
+    ///
+    /// When the PEM is not an RSA private key.
+    pub fn from_private_key_pem(kid: impl Into<String>, pem: &str) -> Result<Self, String> {
+        use rsa::pkcs1::DecodeRsaPrivateKey;
+        let private = RsaPrivateKey::from_pkcs1_pem(pem).map_err(|e| e.to_string())?;
+        Ok(Self::from_private(kid.into(), &private))
+    }
+
+    /// The private key in PKCS#1 PEM.
+    pub fn private_key_pem(&self) -> String {
+        self.private_pem.clone()
+    }
+
+    fn from_private(kid: String, private: &RsaPrivateKey) -> Self {
+        let private_pem = private
+            .to_pkcs1_pem(LineEnding::LF)
+            .expect("PEM of the RSA key")
+            .to_string();
         let der = private.to_pkcs1_der().expect("PKCS#1 DER of the RSA key");
         let encoding = EncodingKey::from_rsa_der(der.as_bytes());
         let mut jwk =
@@ -83,6 +109,7 @@ impl TestKey {
             encoding,
             jwk,
             public_pem,
+            private_pem,
         }
     }
 
@@ -129,6 +156,9 @@ pub struct TokenSpec {
     pub omit_kid: bool,
     /// Replaces the header `alg` (default RS256; must suit an RSA key for [`TestIssuer::token`]).
     pub alg: Option<Algorithm>,
+    /// Replaces the header `typ` (default `JWT`, as Authentik writes; RFC 9068 issuers
+    /// write `at+jwt`).
+    pub typ: Option<String>,
     /// Added last, so they may replace any claim.
     pub extra: Map<String, Value>,
 }
@@ -148,6 +178,7 @@ impl Default for TokenSpec {
             kid: None,
             omit_kid: false,
             alg: None,
+            typ: None,
             extra: Map::new(),
         }
     }
@@ -227,6 +258,12 @@ impl TokenSpec {
         self
     }
 
+    /// The header's `typ` (default `JWT`).
+    pub fn typ(mut self, typ: impl Into<String>) -> Self {
+        self.typ = Some(typ.into());
+        self
+    }
+
     pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
         self.extra.insert(name.into(), value.into());
         self
@@ -295,13 +332,24 @@ impl TestIssuer {
     ///
     /// When no local port can be bound (test support: the test cannot go on).
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), None)
             .await
-            .expect("bind 127.0.0.1:0 for the test OIDC issuer");
-        let addr = listener
-            .local_addr()
-            .expect("local address of the test OIDC issuer");
-        let first = Arc::new(TestKey::generate(format!("idsync-key-1-{}", addr.port())));
+            .expect("bind 127.0.0.1:0 for the test OIDC issuer")
+    }
+
+    /// Starts an issuer on `addr` (port 0: a free one) signing with `key`, or a fresh
+    /// key when `None`. The development issuer uses this to keep its address and key, and
+    /// so its tokens, across restarts.
+    ///
+    /// # Errors
+    ///
+    /// When `addr` cannot be bound.
+    pub async fn start_on(addr: SocketAddr, key: Option<TestKey>) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let first = Arc::new(
+            key.unwrap_or_else(|| TestKey::generate(format!("idsync-key-1-{}", addr.port()))),
+        );
         let shared = Arc::new(Shared {
             base: format!("http://{addr}"),
             state: Mutex::new(IssuerState {
@@ -331,11 +379,11 @@ impl TestIssuer {
                 eprintln!("test OIDC issuer stopped: {error}");
             }
         });
-        Self {
+        Ok(Self {
             shared,
             guard: Arc::new(ShutdownGuard { shutdown: sender }),
             addr,
-        }
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -478,6 +526,19 @@ impl TestIssuer {
         self.sign(&self.current_key(), spec, &self.claims(spec))
     }
 
+    /// An ID token as Authentik issues it beside the access token: the same header,
+    /// issuer, audience and profile claims, but no `azp`, `uid` or `scope`.
+    pub fn id_token(&self, spec: &TokenSpec) -> String {
+        let mut claims = self.claims(spec);
+        if let Some(claims) = claims.as_object_mut() {
+            for name in ["azp", "uid", "scope"] {
+                claims.remove(name);
+            }
+            claims.insert("at_hash".into(), json!("x1b2c3d4e5f6g7h8i9j0kA"));
+        }
+        self.sign(&self.current_key(), spec, &claims)
+    }
+
     /// `alg: none`, empty signature.
     pub fn token_alg_none(&self, spec: &TokenSpec) -> String {
         let header = json!({
@@ -547,6 +608,9 @@ impl TestIssuer {
 
     fn sign(&self, key: &TestKey, spec: &TokenSpec, claims: &Value) -> String {
         let mut header = Header::new(spec.alg.unwrap_or(Algorithm::RS256));
+        if let Some(typ) = &spec.typ {
+            header.typ = Some(typ.clone());
+        }
         if !spec.omit_kid {
             header.kid = Some(spec.kid.clone().unwrap_or_else(|| key.kid.clone()));
         }

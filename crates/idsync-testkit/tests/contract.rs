@@ -129,6 +129,61 @@ fn broken_fixtures_fail() {
     assert!(user_validator(doc).validate(&invented).is_err());
 }
 
+#[tokio::test]
+async fn the_control_api_builds_valid_users_from_partial_descriptions() {
+    let doc = reference::authentik_schema();
+    let stub = AuthentikStub::start("secret").await;
+    let (status, body) = request(
+        &stub,
+        "PUT",
+        "/_stub/users/42",
+        r#"{"username": "ada", "name": "Ada Lovelace", "groups": ["staff"], "type": "external"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let user = get(&stub, "/api/v3/core/users/42/").await;
+    user_validator(doc).validate(&user).expect("a valid User");
+    assert_eq!(user["username"], "ada");
+    assert_eq!(user["groups_obj"][0]["name"], "staff");
+    assert_eq!(user["type"], "external");
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON"), user);
+
+    for bad in [
+        r#"{"groups": "staff"}"#,
+        r#"{"is_active": "yes"}"#,
+        "[1]",
+        "not json",
+    ] {
+        let (status, _) = request(&stub, "PUT", "/_stub/users/43", bad).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    assert!(stub.user(43).is_none());
+
+    let (status, _) = request(&stub, "DELETE", "/_stub/users/42", "").await;
+    assert_eq!(status, 204);
+    assert!(stub.user(42).is_none());
+}
+
+/// A tiny HTTP/1.1 request without a token (the control API needs none): status and body.
+async fn request(stub: &AuthentikStub, method: &str, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(stub.addr())
+        .await
+        .expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        stub.addr(),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let raw = String::from_utf8(raw).expect("utf-8");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("head and body");
+    let status = head[9..12].parse().expect("status");
+    (status, body.to_owned())
+}
+
 /// A tiny HTTP/1.1 GET with the stub's token, so the contract test does not depend on
 /// the client under test.
 async fn get(stub: &AuthentikStub, path: &str) -> Value {

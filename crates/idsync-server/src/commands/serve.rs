@@ -186,12 +186,14 @@ async fn bootstrap(
         reconcile,
     } = background;
     let mut backoff = Duration::from_millis(200);
+    readiness.set("startup", "applying database migrations");
     loop {
         match db::migrate(&url, &pool).await {
             Ok(report) => {
                 if !report.applied.is_empty() {
                     tracing::info!(applied = ?report.applied, "migrations applied");
                 }
+                readiness.mark_schema_ready();
                 readiness.clear("startup");
                 break;
             }

@@ -4,6 +4,7 @@ mod health;
 pub mod server;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
@@ -48,9 +49,20 @@ pub struct AppState {
 pub struct Readiness {
     reasons: Arc<RwLock<BTreeMap<&'static str, String>>>,
     warnings: Arc<RwLock<BTreeMap<&'static str, String>>>,
+    /// Set once this process has brought the schema up to date. Until then every route
+    /// that touches the database answers 503 (see [`schema_gate`]).
+    schema_ready: Arc<AtomicBool>,
 }
 
 impl Readiness {
+    pub fn mark_schema_ready(&self) {
+        self.schema_ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_schema_ready(&self) -> bool {
+        self.schema_ready.load(Ordering::Acquire)
+    }
+
     pub fn set(&self, component: &'static str, reason: impl Into<String>) {
         if let Ok(mut map) = self.reasons.write() {
             map.insert(component, reason.into());
@@ -90,8 +102,33 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let (router, api) = documented_routes().split_for_parts();
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .layer(axum::middleware::from_fn_with_state(
+            state.readiness.clone(),
+            schema_gate,
+        ))
         .layer(cors(cors_origins))
         .with_state(state)
+}
+
+/// Until this process has applied its migrations, a request that would touch a table
+/// could meet a missing one and fail with a 500, losing a webhook. Such requests are
+/// answered 503 with `Retry-After` instead (Authentik and HTTP clients retry), so no
+/// start-up order makes a 500. Routes that need no schema stay open: health, metrics
+/// and the API document.
+async fn schema_gate(
+    axum::extract::State(readiness): axum::extract::State<Readiness>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    let schema_free = matches!(path, "/livez" | "/readyz" | "/metrics" | "/openapi.json")
+        || path == "/docs"
+        || path.starts_with("/docs/");
+    if schema_free || readiness.is_schema_ready() {
+        next.run(request).await
+    } else {
+        axum::response::IntoResponse::into_response(crate::ApiError::Starting)
+    }
 }
 
 /// The OpenAPI document as served, for tests and tools.

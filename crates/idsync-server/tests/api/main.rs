@@ -9,4 +9,5 @@ mod intake;
 mod migrate;
 mod projections;
 mod reconcile;
+mod startup;
 mod sync;

@@ -246,6 +246,56 @@ impl UserFixture {
     }
 }
 
+/// A user from a partial description, as test harnesses outside Rust send it (the
+/// stub's control API): `username`, `name`, `email`, `groups` (names), `is_active` and
+/// `type` are taken when present, everything else follows [`user`]'s defaults.
+///
+/// # Errors
+///
+/// When a present field has the wrong JSON type.
+pub fn user_from_partial(pk: i64, partial: &Value) -> Result<UserFixture, String> {
+    let Some(fields) = partial.as_object() else {
+        return Err("expected a JSON object".to_owned());
+    };
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match fields.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("{key} must be a string")),
+        }
+    };
+    let mut fixture = user(pk);
+    if let Some(v) = text("username")? {
+        fixture = fixture.username(v);
+    }
+    if let Some(v) = text("name")? {
+        fixture = fixture.name(v);
+    }
+    if let Some(v) = text("email")? {
+        fixture = fixture.email(v);
+    }
+    if let Some(v) = text("type")? {
+        fixture = fixture.user_type(v);
+    }
+    match fields.get("is_active") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => fixture = fixture.active(*b),
+        Some(_) => return Err("is_active must be a boolean".to_owned()),
+    }
+    match fields.get("groups") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            let names = items
+                .iter()
+                .map(|g| g.as_str().ok_or("groups must be a list of names"))
+                .collect::<Result<Vec<_>, _>>()?;
+            fixture = fixture.groups(&names);
+        }
+        Some(_) => return Err("groups must be a list of names".to_owned()),
+    }
+    Ok(fixture)
+}
+
 impl From<UserFixture> for Value {
     fn from(fixture: UserFixture) -> Self {
         fixture.json()

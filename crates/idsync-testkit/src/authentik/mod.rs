@@ -8,6 +8,11 @@
 //!   by default, at most 100; a page past the last → 404 `{"detail": "Invalid page."}`).
 //! - Without `Authorization: Bearer <token>` → 403 `{"detail": "Token invalid/expired"}`.
 //!
+//! For harnesses outside Rust (the browser tests, the demo) a control API, exempt from
+//! the token check and the knobs: `PUT /_stub/users/{pk}` with a partial user
+//! (`username`, `name`, `email`, `groups` as names, `is_active`, `type`; the rest from
+//! [`fixtures::user`]) answers 200 with the full user; `DELETE /_stub/users/{pk}` 204.
+//!
 //! Knobs, applied in this order before routing: [`set_delay`](AuthentikStub::set_delay),
 //! [`set_fail_ratio`](AuthentikStub::set_fail_ratio) (with
 //! [`set_hang`](AuthentikStub::set_hang)), [`set_rate_limited`](AuthentikStub::set_rate_limited),
@@ -28,7 +33,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -134,12 +139,19 @@ impl AuthentikStub {
     ///
     /// When no local port can be bound (test support: the test cannot go on).
     pub async fn start(token: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), token)
             .await
-            .expect("bind 127.0.0.1:0 for the Authentik stub");
-        let addr = listener
-            .local_addr()
-            .expect("local address of the Authentik stub");
+            .expect("bind 127.0.0.1:0 for the Authentik stub")
+    }
+
+    /// Starts a stub on `addr` (port 0: a free one) that accepts `token`.
+    ///
+    /// # Errors
+    ///
+    /// When `addr` cannot be bound.
+    pub async fn start_on(addr: SocketAddr, token: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let (sender, receiver) = watch::channel(false);
         let shared = Arc::new(Shared {
             state: Mutex::new(StubState {
@@ -160,11 +172,17 @@ impl AuthentikStub {
             requests: AtomicU64::new(0),
             shutdown: receiver.clone(),
         });
-        let app = Router::new()
+        let api = Router::new()
             .route(USERS_PATH, get(list_users))
             .route("/api/v3/core/users/{pk}/", get(get_user))
             .fallback(not_found)
-            .layer(middleware::from_fn_with_state(shared.clone(), gate))
+            .layer(middleware::from_fn_with_state(shared.clone(), gate));
+        let app = Router::new()
+            .route(
+                "/_stub/users/{pk}",
+                put(control_put_user).delete(control_delete_user),
+            )
+            .merge(api)
             .with_state(shared.clone());
         let mut stopped = receiver;
         tokio::spawn(async move {
@@ -175,11 +193,11 @@ impl AuthentikStub {
                 eprintln!("authentik stub stopped: {error}");
             }
         });
-        Self {
+        Ok(Self {
             shared,
             guard: Arc::new(ShutdownGuard { shutdown: sender }),
             addr,
-        }
+        })
     }
 
     /// `http://127.0.0.1:<port>`, no trailing slash.
@@ -423,6 +441,40 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         return detail(StatusCode::FORBIDDEN, "Token invalid/expired");
     }
     next.run(request).await
+}
+
+async fn control_put_user(
+    State(shared): State<Arc<Shared>>,
+    Path(pk): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    // Any content type: `curl -d` sends form-encoded headers with a JSON body.
+    let partial: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => return detail(StatusCode::BAD_REQUEST, &format!("not JSON: {e}")),
+    };
+    if pk <= 0 {
+        return detail(StatusCode::BAD_REQUEST, "pk must be positive");
+    }
+    match fixtures::user_from_partial(pk, &partial) {
+        Ok(fixture) => {
+            let user = fixture.json();
+            let mut state = shared.lock();
+            if state.users.insert(pk, user.clone()).is_none() {
+                state.order = None;
+            }
+            axum::Json(user).into_response()
+        }
+        Err(why) => detail(StatusCode::BAD_REQUEST, &why),
+    }
+}
+
+async fn control_delete_user(State(shared): State<Arc<Shared>>, Path(pk): Path<i64>) -> Response {
+    let mut state = shared.lock();
+    if state.users.remove(&pk).is_some() {
+        state.order = None;
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 fn user_pk(path: &str) -> Option<i64> {
