@@ -36,10 +36,15 @@ export const RESOURCE = 'urn:idsync:api';
 export const CLIENT_ID = 'idsync-frontend';
 export const ENROLLMENT_SLUG = 'idsync-enrollment';
 
-/** Accounts by pk (a string: `sub`). Passwords are for this test provider only. */
+/**
+ * Accounts by pk (a string: `sub`), for running alone: the same people as
+ * `idsync-dev authentik-stub --sample-users` (passwords are for this test provider only).
+ */
 export function defaultAccounts() {
   return new Map([
-    ['42', { pk: 42, username: 'ada', name: 'Ada Lovelace', email: 'ada@example.org', password: 'ada-password', groups: [ADMIN_GROUP] }],
+    ['1', { pk: 1, username: 'akadmin', name: 'authentik Default Admin', email: 'admin@example.org', password: 'akadmin', groups: [ADMIN_GROUP] }],
+    ['7', { pk: 7, username: 'jane', name: 'Jane Doe', email: 'jane@example.org', password: 'jane', groups: ['staff'] }],
+    ['8', { pk: 8, username: 'john', name: 'John Roe', email: 'john@example.org', password: 'john', groups: [] }],
   ]);
 }
 
@@ -287,6 +292,6 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     accessTokenTTL: Number(arg('access-token-ttl', '300')),
     keyFile: arg('key-file', '.issuer-key.json'),
   });
-  console.log(`issuer ${started.issuer}  (sign in as ada / ada-password, an admin, sub 42)`);
+  console.log(`OIDC provider ${started.issuer}: sign in as akadmin/akadmin (an admin, sub 1), jane/jane (sub 7) or john/john (sub 8)`);
   console.log(`idsync: IDSYNC_OIDC_ISSUER=${started.issuer} IDSYNC_OIDC_AUDIENCE=${RESOURCE}`);
 }
