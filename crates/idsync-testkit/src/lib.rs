@@ -7,6 +7,7 @@
 //!   key rotation, outages) that mints Authentik-shaped access tokens and attack tokens.
 //! - [`reference`]: the vendored reference files (Authentik's `schema.yml` and blueprint
 //!   schema, the Compose Specification's schema).
+//! - [`tools`]: external programs the tests run (the project's Python environment).
 //! - [`schema`]: validates JSON against a component of an OpenAPI 3.0 document, so the
 //!   fixtures and the stub can be checked against what Authentik documents.
 
@@ -14,3 +15,4 @@ pub mod authentik;
 pub mod oidc;
 pub mod reference;
 pub mod schema;
+pub mod tools;

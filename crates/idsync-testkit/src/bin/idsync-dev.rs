@@ -19,6 +19,8 @@ use idsync_testkit::authentik::{AuthentikStub, fixtures};
 use idsync_testkit::oidc::{TestIssuer, TestKey, TokenSpec};
 
 const ADMIN_GROUP: &str = fixtures::ADMIN_GROUP;
+/// The API token the demo's Authentik stand-in accepts.
+const STUB_TOKEN: &str = "dev-authentik-token";
 /// Tokens the development issuer prints stay valid this long.
 const TOKEN_LIFETIME_SECS: i64 = 7 * 24 * 3600;
 
@@ -58,7 +60,7 @@ struct StubArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// The API token it accepts (`Authorization: Bearer <token>`).
-    #[arg(long, default_value = "dev-authentik-token")]
+    #[arg(long, default_value = STUB_TOKEN)]
     token: String,
     /// Start with the sample users (akadmin, jane, john, an outpost's account).
     #[arg(long)]
@@ -249,8 +251,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             args.idsync.display()
         ));
     }
-    let token = "dev-authentik-token";
-    let stub = start_stub(args.authentik_listen, token, true).await?;
+    let stub = start_stub(args.authentik_listen, STUB_TOKEN, true).await?;
     let dev = start_issuer(args.issuer_listen, &args.key_file).await?;
     let database_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/idsync".to_owned());
@@ -261,7 +262,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .env("IDSYNC_LISTEN", args.listen.to_string())
         .env("IDSYNC_WEBHOOK_SECRET", &args.webhook_secret)
         .env("IDSYNC_AUTHENTIK_URL", stub.url())
-        .env("IDSYNC_AUTHENTIK_TOKEN", token)
+        .env("IDSYNC_AUTHENTIK_TOKEN", STUB_TOKEN)
         .env("IDSYNC_OIDC_ISSUER", dev.issuer.issuer())
         .env("IDSYNC_OIDC_AUDIENCE", dev.issuer.client_id())
         .kill_on_drop(true)
@@ -280,7 +281,15 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .parent()
         .unwrap_or(Path::new("."))
         .join("demo.env");
-    write_env_file(&env_file, &args.idsync, &base, &dev, &database_url)?;
+    write_env_file(
+        &env_file,
+        &args.idsync,
+        &stub,
+        &args.webhook_secret,
+        &base,
+        &dev,
+        &database_url,
+    )?;
     print_tour(&args, &base, &stub, &dev, &database_url, &env_file);
 
     tokio::select! {
@@ -356,6 +365,8 @@ async fn http_get_status(url: &str) -> Result<u16, String> {
 fn write_env_file(
     path: &Path,
     idsync: &Path,
+    stub: &AuthentikStub,
+    secret: &str,
     base: &str,
     dev: &DevIssuer,
     database_url: &str,
@@ -371,9 +382,19 @@ fn write_env_file(
          export DATABASE_URL={database_url}\n\
          export ADMIN_TOKEN={admin}\n\
          export USER_TOKEN={user}\n\
+         export IDSYNC_WEBHOOK_SECRET={secret}\n\
+         export IDSYNC_AUTHENTIK_URL={authentik}\n\
+         export IDSYNC_AUTHENTIK_TOKEN={authentik_token}\n\
+         export IDSYNC_OIDC_ISSUER={issuer}\n\
+         export IDSYNC_OIDC_AUDIENCE={audience}\n\
          export PATH=\"{bin}:$PATH\"\n",
         admin = dev.admin_token,
         user = dev.user_token,
+        secret = secret,
+        authentik = stub.url(),
+        authentik_token = STUB_TOKEN,
+        issuer = dev.issuer.issuer(),
+        audience = dev.issuer.client_id(),
         bin = bin_dir.display(),
     );
     let _ = std::fs::remove_file(path);
@@ -403,8 +424,8 @@ In another terminal, from this folder, load the tokens and put the idsync CLI on
 
   source {env_file}
 
-It sets IDSYNC={base}, DATABASE_URL, ADMIN_TOKEN (akadmin, an admin), USER_TOKEN (jane, pk 7)
-and PATH. Then, for example:
+It sets IDSYNC={base}, DATABASE_URL, ADMIN_TOKEN (akadmin, an admin), USER_TOKEN (jane, pk 7),
+the IDSYNC_* settings the CLI needs (reconcile, check) and PATH. Then, for example:
 
   curl -s {base}/authentik/webhook -H 'Content-Type: application/json' \
        -H 'Authorization: Bearer {secret}' -d '{{"event_type": "model_created", "pk": 7}}'
