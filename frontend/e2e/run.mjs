@@ -452,10 +452,25 @@ try {
   });
 
   // ------------------------------------------------------------ 4. idsync restart
-  await step('idsync restarts; the table shows "reconnecting", then resumes with no missing and no repeated row', async () => {
+  await step('idsync restarts (and the first reconnection gets a 401); the table shows "reconnecting", renews, then resumes with no missing and no repeated row', async () => {
     await page.evaluate(() => {
       window.__states = [];
       new MutationObserver(() => window.__states.push(document.querySelector('[data-testid="feed-state"]')?.getAttribute('data-state'))).observe(document.querySelector('[data-testid="feed-state"]'), { attributes: true });
+    });
+    // The first reconnection is refused with a 401 (as for a token idsync no longer
+    // accepts): the page must renew its token and reconnect after the same last id.
+    const renewedBefore = await marks(page, 'idsync:token-renewed');
+    let refused = 0;
+    await page.route(`${idsync}/api/events/stream`, async (r) => {
+      if (r.request().method() === 'GET' && refused === 0) {
+        refused++;
+        return r.fulfill({
+          status: 401,
+          headers: { 'content-type': 'application/json', 'access-control-allow-origin': origin, 'www-authenticate': 'Bearer error="invalid_token"' },
+          body: JSON.stringify({ error: 'invalid_token', detail: 'expired (exp)' }),
+        });
+      }
+      return r.continue();
     });
     await stop(idsyncProc, 'SIGTERM');
     await waitFor('the "reconnecting" state', async () => (await feedState(page)) === 'reconnecting', { timeout: 10_000 });
@@ -473,7 +488,10 @@ try {
     const shown = await allTablePositions(page);
     check(shown.length === expected.length && (await eventCount(page)) === expected.length, `no repeated row: ${shown.length} rows shown, count ${await eventCount(page)}, ${expected.length} events`);
     check(JSON.stringify([...shown].sort((a, b) => a - b)) === JSON.stringify(expected), `no missing row: shown ${shown} vs log ${expected}`);
-    figures.restart = { idsyncReadyAfterRestartMs: Math.round(restartMs), statesSeen: await page.evaluate(() => window.__states) };
+    const states = await page.evaluate(() => window.__states);
+    check(refused === 1 && states.includes('token-expired') && (await marks(page, 'idsync:token-renewed')) > renewedBefore, `a 401 showed "token expired" and renewed the token (states ${JSON.stringify(states)})`);
+    await page.unroute(`${idsync}/api/events/stream`);
+    figures.restart = { idsyncReadyAfterRestartMs: Math.round(restartMs), statesSeen: states };
   });
 
   // ------------------------------------------------------------ 5. token renewal
