@@ -3,11 +3,16 @@
 
 import type { FeedItem } from './types';
 
+// One formatter for the page: toLocaleString() with options builds a new one per call,
+// which a table re-rendering dozens of rows per frame notices.
+let dateTime: Intl.DateTimeFormat | null = null;
+
 export function formatTime(iso: string | null | undefined): string {
   if (!iso) return '—';
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return String(iso);
-  return date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+  dateTime ??= new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+  return dateTime.format(date);
 }
 
 export function formatValue(value: unknown): string {
