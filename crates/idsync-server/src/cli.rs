@@ -76,6 +76,107 @@ pub enum Command {
     Inbox(InboxCommand),
     /// Check the configuration and reach every dependency: database, Authentik API, OIDC issuer.
     Check(Box<ServeArgs>),
+    /// Ask a running idsync whether it is ready (GET /readyz): exit 0 if so, else 1 with
+    /// the reason. For container health checks, where there is no curl.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The readiness URL [default: /readyz on IDSYNC_LISTEN's port, over loopback].
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The listen address of the idsync to ask.
+    #[arg(long, env = "IDSYNC_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Give up after this long.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+impl HealthcheckArgs {
+    /// `--url`, or `/readyz` at the listen address (an unspecified address means this
+    /// host: ask over loopback).
+    pub fn url(&self) -> String {
+        if let Some(url) = &self.url {
+            return url.clone();
+        }
+        let mut addr = self.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{addr}/readyz")
+    }
+}
+
+/// Settings that are secrets may instead be read from a file named by `<NAME>_FILE`
+/// (Docker and Kubernetes secrets), so the secret is in neither the environment shown
+/// by `docker inspect` nor the process list. `<NAME>` itself, or the flag, wins.
+pub const FILE_VARIABLES: [&str; 3] = [
+    "DATABASE_URL",
+    "IDSYNC_WEBHOOK_SECRET",
+    "IDSYNC_AUTHENTIK_TOKEN",
+];
+
+/// Parses the command line, with the `<NAME>_FILE` variables of [`FILE_VARIABLES`].
+///
+/// # Errors
+///
+/// When a `<NAME>_FILE` cannot be read; clap's own errors exit as usual.
+pub fn parse() -> Result<Cli, String> {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = with_file_values(Cli::command(), &|name| std::env::var_os(name))?;
+    Cli::from_arg_matches(&command.get_matches()).map_err(|e| e.to_string())
+}
+
+/// Gives every argument read from one of [`FILE_VARIABLES`] the content of its
+/// `<NAME>_FILE` as default (hidden from `--help`), when `<NAME>` is unset.
+fn with_file_values(
+    command: clap::Command,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<clap::Command, String> {
+    let mut command = command;
+    for name in FILE_VARIABLES {
+        if env(name).is_some() {
+            continue;
+        }
+        let file_var = format!("{name}_FILE");
+        let Some(path) = env(&file_var) else { continue };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{file_var}: cannot read {}: {e}", path.to_string_lossy()))?;
+        // Files usually end with a newline; a secret never does.
+        let value = text.trim_end_matches(['\n', '\r']);
+        if value.is_empty() {
+            return Err(format!("{file_var}: {} is empty", path.to_string_lossy()));
+        }
+        // clap wants 'static defaults; this runs once per process.
+        let value: &'static str = Box::leak(value.to_owned().into_boxed_str());
+        command = set_default_for_env(command, name, value);
+    }
+    Ok(command)
+}
+
+fn set_default_for_env(command: clap::Command, name: &str, value: &'static str) -> clap::Command {
+    let ids: Vec<clap::Id> = command
+        .get_arguments()
+        .filter(|a| a.get_env().is_some_and(|e| e == name))
+        .map(|a| a.get_id().clone())
+        .collect();
+    let mut command = command;
+    for id in ids {
+        command = command.mut_arg(id, |arg| arg.default_value(value).hide_default_value(true));
+    }
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for sub in subcommands {
+        command = command.mut_subcommand(sub, |s| set_default_for_env(s, name, value));
+    }
+    command
 }
 
 #[derive(Debug, Clone, Args)]
@@ -303,13 +404,20 @@ impl ServeArgs {
     }
 
     fn from_env() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
         #[derive(Parser)]
         struct Only {
             #[command(flatten)]
             serve: ServeArgs,
         }
-        // Parse no arguments, so only the environment and defaults apply.
-        Only::parse_from(["idsync"]).serve
+        // Parse no arguments, so only the environment (files included) and defaults
+        // apply. `parse` has read the same files already, so this cannot fail now.
+        let command = with_file_values(Only::command(), &|name| std::env::var_os(name))
+            .unwrap_or_else(|e| Only::command().error(clap::error::ErrorKind::Io, e).exit());
+        let matches = command.get_matches_from(["idsync"]);
+        Only::from_arg_matches(&matches)
+            .unwrap_or_else(|e| e.exit())
+            .serve
     }
 }
 
@@ -329,6 +437,107 @@ mod tests {
             };
             assert_eq!(args.reconcile_interval, Duration::ZERO);
         }
+    }
+
+    #[test]
+    fn secrets_may_come_from_files_but_the_variable_wins() {
+        use clap::FromArgMatches;
+        let dir = std::env::temp_dir().join(format!("idsync-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s3cret\n").expect("write");
+        let url = dir.join("url");
+        std::fs::write(&url, "postgres://u:p@db/idsync").expect("write");
+        let vars = [
+            ("IDSYNC_WEBHOOK_SECRET_FILE", secret.clone()),
+            ("DATABASE_URL_FILE", url.clone()),
+            ("IDSYNC_AUTHENTIK_TOKEN_FILE", secret.clone()),
+        ];
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, p)| p.clone().into_os_string())
+        };
+        let command = with_file_values(Cli::command(), &env)
+            .expect("files readable")
+            // The test process has a real DATABASE_URL (the test database), which would
+            // rightly win over the file: take the variable away from the parser here.
+            .mut_arg("database_url", |arg| arg.env(None::<&str>));
+        let help = command
+            .clone()
+            .find_subcommand_mut("serve")
+            .expect("serve")
+            .render_long_help()
+            .to_string();
+        assert!(
+            !help.contains("s3cret"),
+            "a secret from a file is not shown"
+        );
+        let matches = command
+            .try_get_matches_from(["idsync", "serve"])
+            .expect("parses");
+        let cli = Cli::from_arg_matches(&matches).expect("cli");
+        assert_eq!(cli.global.database_url, "postgres://u:p@db/idsync");
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("serve")
+        };
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            args.webhook_secret.as_ref().map(|s| s.expose_secret()),
+            Some("s3cret")
+        );
+        assert_eq!(
+            args.authentik
+                .authentik_token
+                .as_ref()
+                .map(|s| s.expose_secret()),
+            Some("s3cret")
+        );
+
+        // A flag wins over the file.
+        let matches = with_file_values(Cli::command(), &env)
+            .expect("files")
+            .try_get_matches_from(["idsync", "serve", "--webhook-secret", "flag"])
+            .expect("parses");
+        let Some(Command::Serve(args)) = Cli::from_arg_matches(&matches).expect("cli").command
+        else {
+            panic!("serve")
+        };
+        assert_eq!(
+            args.webhook_secret.as_ref().map(|s| s.expose_secret()),
+            Some("flag")
+        );
+
+        // An unreadable or empty file is an error naming the variable.
+        let missing = dir.join("missing");
+        let err = with_file_values(Cli::command(), &|name: &str| {
+            (name == "IDSYNC_WEBHOOK_SECRET_FILE").then(|| missing.clone().into_os_string())
+        })
+        .expect_err("missing file");
+        assert!(
+            err.starts_with("IDSYNC_WEBHOOK_SECRET_FILE: cannot read"),
+            "{err}"
+        );
+        std::fs::write(&secret, "\n").expect("write");
+        let err = with_file_values(Cli::command(), &env).expect_err("empty file");
+        assert!(err.contains("is empty"), "{err}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn healthcheck_asks_loopback_at_the_listen_port() {
+        let cli = Cli::try_parse_from(["idsync", "healthcheck", "--listen", "0.0.0.0:9090"])
+            .expect("parses");
+        let Some(Command::Healthcheck(args)) = cli.command else {
+            panic!("healthcheck")
+        };
+        assert_eq!(args.url(), "http://127.0.0.1:9090/readyz");
+        let cli = Cli::try_parse_from(["idsync", "healthcheck", "--listen", "[::]:8080"])
+            .expect("parses");
+        let Some(Command::Healthcheck(args)) = cli.command else {
+            panic!("healthcheck")
+        };
+        assert_eq!(args.url(), "http://[::1]:8080/readyz");
     }
 
     #[test]

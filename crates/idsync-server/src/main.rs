@@ -1,12 +1,17 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use idsync_server::cli::{Cli, Command};
+use idsync_server::cli::{self, Command};
 use idsync_server::{commands, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
     telemetry::init(cli.global.log_format);
     let result = match cli.command.unwrap_or_default() {
         Command::Serve(args) => commands::serve::run(&cli.global, *args).await,
@@ -15,6 +20,7 @@ async fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(&cli.global, *args).await,
         Command::Replay(args) => commands::replay::run(&cli.global, args).await,
         Command::Reconcile(args) => commands::reconcile::run(&cli.global, args).await,
+        Command::Healthcheck(args) => commands::healthcheck::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -159,6 +159,15 @@ async fn the_control_api_builds_valid_users_from_partial_descriptions() {
     }
     assert!(stub.user(43).is_none());
 
+    // Fields left out keep their stored values.
+    let (status, _) = request(&stub, "PUT", "/_stub/users/42", r#"{"name": "Ada King"}"#).await;
+    assert_eq!(status, 200);
+    let renamed = get(&stub, "/api/v3/core/users/42/").await;
+    assert_eq!(renamed["name"], "Ada King");
+    assert_eq!(renamed["username"], "ada");
+    assert_eq!(renamed["groups_obj"][0]["name"], "staff");
+    assert_eq!(renamed["type"], "external");
+
     let (status, _) = request(&stub, "DELETE", "/_stub/users/42", "").await;
     assert_eq!(status, 204);
     assert!(stub.user(42).is_none());

@@ -1,6 +1,7 @@
 //! What each subcommand does.
 
 pub mod check;
+pub mod healthcheck;
 pub mod inbox;
 pub mod migrate;
 pub mod reconcile;

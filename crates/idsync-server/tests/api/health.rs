@@ -23,6 +23,10 @@ async fn serve_answers_livez_and_readyz_then_stops_on_sigterm(pool: PgPool) {
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.expect("json");
     assert_eq!(body["status"], "ready");
+    // The container health check says so too, through the binary itself.
+    let (ok, out) = healthcheck(app.addr).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("ready"), "{out}");
 
     let started = std::time::Instant::now();
     app.signal("TERM");
@@ -71,6 +75,9 @@ async fn readyz_says_503_with_a_reason_while_the_database_is_unreachable(pool: P
             .any(|r| r.as_str().is_some_and(|r| r.starts_with("database"))),
         "{body}"
     );
+    let (ok, out) = healthcheck(app.addr).await;
+    assert!(!ok, "healthcheck must fail while not ready");
+    assert!(out.contains("503") && out.contains("database"), "{out}");
     // Still alive: liveness does not depend on the database.
     let live = app.http.get(app.url("/livez")).send().await.expect("livez");
     assert_eq!(live.status(), 200);
@@ -86,6 +93,25 @@ async fn readyz_says_503_with_a_reason_while_the_database_is_unreachable(pool: P
 
     app.signal("TERM");
     assert!(app.wait_exit(Duration::from_secs(5)).await.success());
+}
+
+/// `idsync healthcheck` against `addr` (given as IDSYNC_LISTEN, as a container has it):
+/// success, and what it printed.
+async fn healthcheck(addr: std::net::SocketAddr) -> (bool, String) {
+    let out = binary()
+        .arg("healthcheck")
+        .env("IDSYNC_LISTEN", addr.to_string())
+        .output()
+        .await
+        .expect("run idsync healthcheck");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[tokio::test]

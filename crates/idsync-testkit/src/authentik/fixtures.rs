@@ -248,15 +248,39 @@ impl UserFixture {
 
 /// A user from a partial description, as test harnesses outside Rust send it (the
 /// stub's control API): `username`, `name`, `email`, `groups` (names), `is_active` and
-/// `type` are taken when present, everything else follows [`user`]'s defaults.
+/// `type` are taken when present; the others keep their values in `existing` (the user
+/// as stored, if any), else follow [`user`]'s defaults.
 ///
 /// # Errors
 ///
 /// When a present field has the wrong JSON type.
-pub fn user_from_partial(pk: i64, partial: &Value) -> Result<UserFixture, String> {
-    let Some(fields) = partial.as_object() else {
+pub fn user_from_partial(
+    pk: i64,
+    partial: &Value,
+    existing: Option<&Value>,
+) -> Result<UserFixture, String> {
+    let Some(given) = partial.as_object() else {
         return Err("expected a JSON object".to_owned());
     };
+    // Start from what is stored, in the same partial shape, then lay the new fields over.
+    let mut fields = Map::new();
+    if let Some(existing) = existing.and_then(Value::as_object) {
+        for key in ["username", "name", "email", "is_active", "type"] {
+            if let Some(value) = existing.get(key) {
+                fields.insert(key.to_owned(), value.clone());
+            }
+        }
+        if let Some(groups) = existing.get("groups_obj").and_then(Value::as_array) {
+            let names = groups
+                .iter()
+                .filter_map(|g| g.get("name").cloned())
+                .collect();
+            fields.insert("groups".to_owned(), Value::Array(names));
+        }
+    }
+    for (key, value) in given {
+        fields.insert(key.clone(), value.clone());
+    }
     let text = |key: &str| -> Result<Option<String>, String> {
         match fields.get(key) {
             None | Some(Value::Null) => Ok(None),

@@ -456,10 +456,10 @@ async fn control_put_user(
     if pk <= 0 {
         return detail(StatusCode::BAD_REQUEST, "pk must be positive");
     }
-    match fixtures::user_from_partial(pk, &partial) {
+    let mut state = shared.lock();
+    match fixtures::user_from_partial(pk, &partial, state.users.get(&pk)) {
         Ok(fixture) => {
             let user = fixture.json();
-            let mut state = shared.lock();
             if state.users.insert(pk, user.clone()).is_none() {
                 state.order = None;
             }
