@@ -139,17 +139,19 @@ function psql(sql) {
 
 function csp({ idsync, issuer }) {
   const ws = idsync.replace(/^http/, 'ws');
+  // deploy/frontend/nginx.conf's policy, with this run's origins in connect-src.
   return [
-    "default-src 'self'",
+    "default-src 'none'",
     "script-src 'self'",
     "style-src 'self'",
-    "img-src 'self'",
+    "img-src 'self' data:",
     "font-src 'self'",
+    "manifest-src 'self'",
     `connect-src 'self' ${idsync} ${ws} ${issuer}`,
-    "object-src 'none'",
     "base-uri 'none'",
-    "form-action 'none'",
+    "form-action 'self'",
     "frame-ancestors 'none'",
+    "object-src 'none'",
   ].join('; ');
 }
 
@@ -163,6 +165,7 @@ async function serveDist(port, getConfig, getCsp) {
       'content-security-policy': getCsp(),
       'x-content-type-options': 'nosniff',
       'referrer-policy': 'no-referrer',
+      'cross-origin-opener-policy': 'same-origin',
     };
     if (path === '/config.json') {
       res.writeHead(200, { ...headers, 'content-type': 'application/json', 'cache-control': 'no-store' });
