@@ -1,4 +1,5 @@
-//! A client for the part of Authentik's API idsync reads: users, by pk and by page.
+//! A client for the part of Authentik's API idsync reads: users (by pk, by page, by a
+//! field) and groups (by uuid, with their members' pks).
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use reqwest::{Response, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
-use crate::model::{AuthentikUser, UserPage};
+use crate::model::{AuthentikGroup, AuthentikUser, SelfUser, UserPage};
 
 /// The most of a response body that is read; an Authentik page of 100 users is far less.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -141,6 +142,55 @@ impl AuthentikClient {
     pub async fn get_user(&self, pk: i64) -> Result<AuthentikUser, ClientError> {
         let url = format!("{}/api/v3/core/users/{pk}/", self.base_url);
         self.get_json(&url).await
+    }
+
+    /// `GET {base}/api/v3/core/groups/{uuid}/?include_users=false`: the group's name and
+    /// its members' pks (`users`), without the member objects. Needs the token's user to
+    /// hold `authentik_core.view_group`.
+    pub async fn get_group(&self, uuid: uuid::Uuid) -> Result<AuthentikGroup, ClientError> {
+        let url = format!(
+            "{}/api/v3/core/groups/{uuid}/?include_users=false",
+            self.base_url
+        );
+        self.get_json(&url).await
+    }
+
+    /// The first page of `GET {base}/api/v3/core/groups/?page_size=1`, to learn whether
+    /// the token may list groups (`idsync check`).
+    pub async fn probe_groups(&self) -> Result<(), ClientError> {
+        let url = format!(
+            "{}/api/v3/core/groups/?page_size=1&include_users=false",
+            self.base_url
+        );
+        self.get_json::<serde_json::Value>(&url).await.map(drop)
+    }
+
+    /// `GET {base}/api/v3/core/users/me/`: the user the token belongs to, with its
+    /// superuser flag and system permissions (what `idsync check` judges privilege by).
+    pub async fn me(&self) -> Result<SelfUser, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct SessionUser {
+            user: SelfUser,
+        }
+        let url = format!("{}/api/v3/core/users/me/", self.base_url);
+        self.get_json::<SessionUser>(&url).await.map(|s| s.user)
+    }
+
+    /// The users whose `field` (`username`, `email` or `uuid`, filters of Authentik's
+    /// user list) equals `value`: at most a page of them.
+    pub async fn find_users(
+        &self,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<AuthentikUser>, ClientError> {
+        let mut url = Url::parse(&format!("{}/api/v3/core/users/", self.base_url))
+            .map_err(|e| ClientError::Config(format!("bad base URL: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair(field, value)
+            .append_pair("page_size", "20");
+        self.get_json::<UserPage>(url.as_str())
+            .await
+            .map(|page| page.users)
     }
 
     /// `GET {base}/api/v3/core/users/?page={page}&page_size={page_size}`. Pages count

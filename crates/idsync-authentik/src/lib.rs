@@ -6,4 +6,4 @@ pub mod model;
 pub mod webhook;
 
 pub use client::{AuthentikClient, ClientConfig, ClientError};
-pub use model::{AuthentikUser, UserPage};
+pub use model::{AuthentikGroup, AuthentikUser, SelfUser, UserPage};

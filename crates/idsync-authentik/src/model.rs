@@ -72,6 +72,39 @@ pub struct PartialGroup {
     pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 
+/// One group as `GET /api/v3/core/groups/{uuid}/?include_users=false` returns it
+/// (schema component `Group`): only what idsync reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthentikGroup {
+    pub pk: Uuid,
+    pub name: String,
+    /// The pks of the group's direct members, all of them (not paginated).
+    pub users: Vec<i64>,
+}
+
+/// The token's own user, from `GET /api/v3/core/users/me/` (schema `UserSelf`): what
+/// `idsync check` judges the token's privileges by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfUser {
+    pub pk: i64,
+    pub username: String,
+    pub is_superuser: bool,
+    /// System-wide permissions (`authentik_rbac.*`, `authentik_admin.*`...): a sync
+    /// account needs none.
+    #[serde(default)]
+    pub system_permissions: Vec<String>,
+}
+
+impl AuthentikUser {
+    /// `(uuid, name)` of each of the user's direct groups, as `groups_obj` lists them.
+    pub fn group_names(&self) -> impl Iterator<Item = (Uuid, &str)> {
+        self.groups_obj
+            .iter()
+            .flatten()
+            .map(|group| (group.pk, group.name.as_str()))
+    }
+}
+
 /// The name used by the brief for an entry of `groups_obj`.
 pub type GroupObj = PartialGroup;
 
@@ -146,6 +179,7 @@ impl AuthentikUser {
             user_type: self.user_type.clone(),
             groups,
             date_joined: self.date_joined,
+            uid: Some(self.uid.clone()),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The three webhook bodies idsync accepts (CONTRACT, "Webhook intake"), parsed into one
-//! meaning: "user `pk` was created/updated/deleted", or "valid, but not for us".
+//! meaning: "user `pk` (or group `uuid`) was created/updated/deleted", or "valid, but not
+//! for us". Group events matter because Authentik reports a change of membership or a
+//! group's rename only as an event of the group, never of its users.
 //!
 //! 1. The .NET sample's mapping: `{"event_type": "model_created", "pk": 1}`.
 //! 2. idsync's own blueprint mapping: `{"event_id", "action", "model_app", "model_name",
@@ -56,10 +58,18 @@ impl Format {
     }
 }
 
+/// What a webhook is about: one of Authentik's users (its integer pk) or groups (its
+/// uuid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    User(i64),
+    Group(uuid::Uuid),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserNotice {
+pub struct Notice {
     pub action: Action,
-    pub pk: i64,
+    pub subject: Subject,
     /// Authentik's notification event id (mapping format only), canonical UUID form when
     /// it is one; the inbox's duplicate detection keys on it.
     pub event_id: Option<String>,
@@ -68,8 +78,9 @@ pub struct UserNotice {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
-    User(UserNotice),
-    /// Well-formed, but not a user lifecycle event (another model, the Test button).
+    Notice(Notice),
+    /// Well-formed, but not a user or group lifecycle event (another model, the Test
+    /// button).
     Ignored {
         reason: String,
     },
@@ -86,8 +97,9 @@ fn invalid(msg: impl Into<String>) -> InvalidPayload {
 
 /// The action Authentik's "Test" button sends.
 const TEST_ACTION: &str = "custom_notification_test";
-const USER_APP: &str = "authentik_core";
+const CORE_APP: &str = "authentik_core";
 const USER_MODEL: &str = "user";
+const GROUP_MODEL: &str = "group";
 const MAX_EVENT_ID_LEN: usize = 128;
 
 pub fn parse(body: &[u8]) -> Result<Parsed, InvalidPayload> {
@@ -128,9 +140,42 @@ fn test_ignored() -> Parsed {
     }
 }
 
-fn not_a_user(app: &str, model: &str) -> Parsed {
+fn not_ours(app: &str, model: &str) -> Parsed {
     Parsed::Ignored {
-        reason: format!("not a user: model {app}.{model}"),
+        reason: format!("not a user or group: model {app}.{model}"),
+    }
+}
+
+/// Which kind of object `app`.`model` is, if one idsync follows.
+#[derive(Clone, Copy)]
+enum Model {
+    User,
+    Group,
+}
+
+fn model_of(app: &str, model: &str) -> Option<Model> {
+    match (app, model) {
+        (CORE_APP, USER_MODEL) => Some(Model::User),
+        (CORE_APP, GROUP_MODEL) => Some(Model::Group),
+        _ => None,
+    }
+}
+
+/// The subject of a `model` event: users have positive integer pks, groups uuids
+/// (Authentik's event sanitiser writes them as 32 hex digits, without dashes).
+fn subject_of(model: Model, pk: Option<&Value>, field: &str) -> Result<Subject, InvalidPayload> {
+    match model {
+        Model::User => positive_pk(pk, field).map(Subject::User),
+        Model::Group => match pk {
+            None | Some(Value::Null) => Err(invalid(format!("{field} is missing"))),
+            Some(Value::String(text)) => uuid::Uuid::try_parse(text.trim())
+                .map(Subject::Group)
+                .map_err(|_| invalid(format!("{field} must be a group's uuid, got {text:?}"))),
+            Some(other) => Err(invalid(format!(
+                "{field} must be a group's uuid (a string), got {}",
+                kind(other)
+            ))),
+        },
     }
 }
 
@@ -178,9 +223,9 @@ fn parse_dotnet(obj: &Map<String, Value>) -> Result<Parsed, InvalidPayload> {
         return Ok(test_ignored());
     };
     let pk = positive_pk(obj.get("pk"), "pk")?;
-    Ok(Parsed::User(UserNotice {
+    Ok(Parsed::Notice(Notice {
         action,
-        pk,
+        subject: Subject::User(pk),
         event_id: None,
         format: Format::DotnetSample,
     }))
@@ -191,11 +236,11 @@ fn parse_mapping(obj: &Map<String, Value>) -> Result<Parsed, InvalidPayload> {
         return Ok(test_ignored());
     };
     let app = required_str(obj, "model_app")?;
-    let model = required_str(obj, "model_name")?;
-    if app != USER_APP || model != USER_MODEL {
-        return Ok(not_a_user(app, model));
-    }
-    let pk = positive_pk(obj.get("model_pk"), "model_pk")?;
+    let model_name = required_str(obj, "model_name")?;
+    let Some(model) = model_of(app, model_name) else {
+        return Ok(not_ours(app, model_name));
+    };
+    let subject = subject_of(model, obj.get("model_pk"), "model_pk")?;
     let event_id = match obj.get("event_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(canonical_event_id(s)?),
@@ -206,9 +251,9 @@ fn parse_mapping(obj: &Map<String, Value>) -> Result<Parsed, InvalidPayload> {
             )));
         }
     };
-    Ok(Parsed::User(UserNotice {
+    Ok(Parsed::Notice(Notice {
         action,
-        pk,
+        subject,
         event_id,
         format: Format::Mapping,
     }))
@@ -256,13 +301,13 @@ fn parse_default_body(obj: &Map<String, Value>) -> Result<Parsed, InvalidPayload
     };
     let app = required_str(model, "app").map_err(|e| invalid(format!("model: {e}")))?;
     let name = required_str(model, "model_name").map_err(|e| invalid(format!("model: {e}")))?;
-    if app != USER_APP || name != USER_MODEL {
-        return Ok(not_a_user(app, name));
-    }
-    let pk = positive_pk(model.get("pk"), "model pk")?;
-    Ok(Parsed::User(UserNotice {
+    let Some(kind) = model_of(app, name) else {
+        return Ok(not_ours(app, name));
+    };
+    let subject = subject_of(kind, model.get("pk"), "model pk")?;
+    Ok(Parsed::Notice(Notice {
         action,
-        pk,
+        subject,
         event_id: None,
         format: Format::DefaultBody,
     }))
@@ -496,9 +541,18 @@ mod tests {
     use serde_json::json;
 
     fn user(action: Action, pk: i64, event_id: Option<&str>, format: Format) -> Parsed {
-        Parsed::User(UserNotice {
+        Parsed::Notice(Notice {
             action,
-            pk,
+            subject: Subject::User(pk),
+            event_id: event_id.map(str::to_owned),
+            format,
+        })
+    }
+
+    fn group(action: Action, uuid: &str, event_id: Option<&str>, format: Format) -> Parsed {
+        Parsed::Notice(Notice {
+            action,
+            subject: Subject::Group(uuid::Uuid::parse_str(uuid).expect("uuid")),
             event_id: event_id.map(str::to_owned),
             format,
         })
@@ -565,11 +619,39 @@ mod tests {
 
     #[test]
     fn mapping_for_another_model_is_ignored() {
-        let body = json!({
-            "event_id": "x", "action": "model_created", "model_app": "authentik_core",
-            "model_name": "group", "model_pk": "9f1c4d1e-0000-4000-8000-000000000000"
-        });
-        assert!(matches!(parse_json(body), Ok(Parsed::Ignored { .. })));
+        for (app, model) in [
+            ("authentik_core", "application"),
+            ("authentik_providers_oauth2", "oauth2provider"),
+            ("authentik_core", "token"),
+        ] {
+            let body = json!({
+                "event_id": "x", "action": "model_created", "model_app": app,
+                "model_name": model, "model_pk": 3
+            });
+            assert_eq!(parse_json(body), Ok(not_ours(app, model)));
+        }
+    }
+
+    #[test]
+    fn mapping_for_a_group_names_its_uuid() {
+        let uuid = "9f1c4d1e-0000-4000-8000-000000000000";
+        for pk in [uuid, "9f1c4d1e000040008000000000000000"] {
+            let body = json!({
+                "event_id": "e1", "action": "model_updated", "model_app": "authentik_core",
+                "model_name": "group", "model_pk": pk
+            });
+            assert_eq!(
+                parse_json(body),
+                Ok(group(Action::Updated, uuid, Some("e1"), Format::Mapping))
+            );
+        }
+        for bad in [json!(7), json!("staff"), json!(null), json!("")] {
+            let body = json!({
+                "action": "model_deleted", "model_app": "authentik_core",
+                "model_name": "group", "model_pk": bad
+            });
+            assert!(parse_json(body).is_err(), "accepted group pk {bad}");
+        }
     }
 
     #[test]
@@ -624,11 +706,21 @@ mod tests {
     }
 
     #[test]
-    fn default_body_group_is_ignored() {
-        let summary = "model_created: {'model': {'pk': '0b7c3f0e4e5a4c1b9d2f6a7e8c9d0a1b', 'app': 'authentik_core', 'name': 'staff', 'model_name': 'group'}}";
+    fn default_body_group_names_its_uuid() {
+        let summary = "model_updated: {'model': {'pk': '0b7c3f0e4e5a4c1b9d2f6a7e8c9d0a1b', 'app': 'authentik_core', 'name': 'staff', 'model_name': 'group'}}";
         assert_eq!(
             parse_json(json!({"body": summary})),
-            Ok(not_a_user("authentik_core", "group"))
+            Ok(group(
+                Action::Updated,
+                "0b7c3f0e-4e5a-4c1b-9d2f-6a7e8c9d0a1b",
+                None,
+                Format::DefaultBody
+            ))
+        );
+        let other = "model_created: {'model': {'pk': 3, 'app': 'authentik_core', 'name': 'x', 'model_name': 'application'}}";
+        assert_eq!(
+            parse_json(json!({"body": other})),
+            Ok(not_ours("authentik_core", "application"))
         );
     }
 

@@ -300,5 +300,6 @@ fn snapshot(pk: i64) -> UserSnapshot {
         user_type: "internal".into(),
         groups: vec!["staff".into()],
         date_joined: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+        uid: None,
     }
 }

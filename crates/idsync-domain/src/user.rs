@@ -21,6 +21,11 @@ pub struct UserSnapshot {
     /// reordering alone is not a change.
     pub groups: Vec<String>,
     pub date_joined: DateTime<Utc>,
+    /// Authentik's hashed user id: what OIDC `sub` carries under the provider's default
+    /// `sub_mode` (`hashed_user_id`). Absent from events written before idsync kept it;
+    /// reconcile fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 impl UserSnapshot {
@@ -50,6 +55,8 @@ pub struct UserChanges {
     pub groups: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_joined: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 impl UserChanges {
@@ -67,6 +74,12 @@ impl UserChanges {
             user_type: differ(&current.user_type, &next.user_type),
             groups: differ(&current.groups, &next.groups),
             date_joined: differ(&current.date_joined, &next.date_joined),
+            // A snapshot without a uid (none of Authentik's have none) says nothing
+            // about it, rather than clearing it.
+            uid: next
+                .uid
+                .clone()
+                .filter(|uid| current.uid.as_ref() != Some(uid)),
         }
     }
 
@@ -86,6 +99,7 @@ impl UserChanges {
             user_type,
             groups,
             date_joined,
+            uid,
         } = self;
         let fields = user.fields_mut();
         if let Some(v) = uuid {
@@ -112,6 +126,9 @@ impl UserChanges {
         if let Some(v) = date_joined {
             *fields.date_joined = v;
         }
+        if let Some(v) = uid {
+            *fields.uid = Some(v);
+        }
     }
 }
 
@@ -125,6 +142,7 @@ pub struct UserFields<'a> {
     pub user_type: &'a mut String,
     pub groups: &'a mut Vec<String>,
     pub date_joined: &'a mut DateTime<Utc>,
+    pub uid: &'a mut Option<String>,
 }
 
 /// Anything that holds a user's fields and can take a [`UserChanges`].
@@ -143,6 +161,7 @@ impl UserFieldsMut for UserSnapshot {
             user_type: &mut self.user_type,
             groups: &mut self.groups,
             date_joined: &mut self.date_joined,
+            uid: &mut self.uid,
         }
     }
 }
@@ -315,6 +334,7 @@ mod tests {
             user_type: "internal".into(),
             groups: vec!["users".into(), "authentik Admins".into()],
             date_joined: DateTime::from_timestamp(1_700_000_000, 0).expect("valid timestamp"),
+            uid: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into()),
         }
     }
 
@@ -387,6 +407,32 @@ mod tests {
         );
         let back: UserEvent = serde_json::from_value(value).expect("deserializes");
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn a_uid_is_filled_in_but_never_cleared() {
+        let without = UserSnapshot {
+            uid: None,
+            ..jane()
+        };
+        // A user registered before idsync kept uids gets it from the next snapshot...
+        Fw::with(())
+            .given(vec![UserEvent::UserRegistered(
+                without.clone().normalized(),
+            )])
+            .when(UserCommand::ApplySnapshot(jane()))
+            .then_expect_events(vec![UserEvent::UserUpdated {
+                pk: 7,
+                changes: UserChanges {
+                    uid: jane().uid,
+                    ..UserChanges::default()
+                },
+            }]);
+        // ...and a snapshot without one does not take it away.
+        Fw::with(())
+            .given(vec![registered()])
+            .when(UserCommand::ApplySnapshot(without))
+            .then_expect_events(vec![]);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The durable webhook inbox. Intake inserts; sync workers claim, then finish, retry or
 //! fail items; operators list and retry them.
 //!
-//! Claiming takes, with `FOR UPDATE SKIP LOCKED`, only items that are the earliest
-//! unfinished one of their user: so two items of one user are never in flight at once,
-//! a user's items run in arrival order, and any number of workers in any number of
+//! An item is about a user (by pk) or a group (by uuid): its [`Subject`]. Claiming takes,
+//! with `FOR UPDATE SKIP LOCKED`, only items that are the earliest unfinished one of
+//! their subject: so two items of one user (or group) are never in flight at once, a
+//! subject's items run in arrival order, and any number of workers in any number of
 //! processes share the table without double processing. A claimed item carries a lease;
 //! a process that dies mid-item loses it when the lease expires and another worker
 //! reclaims the item. Completing checks the lease is still ours.
@@ -51,12 +52,44 @@ impl Status {
     }
 }
 
+/// What an item is about. Stored as `user_pk` (0 for a group) and `group_pk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subject {
+    User(i64),
+    Group(Uuid),
+}
+
+impl Subject {
+    fn columns(self) -> (i64, Option<Uuid>) {
+        match self {
+            Subject::User(pk) => (pk, None),
+            Subject::Group(uuid) => (0, Some(uuid)),
+        }
+    }
+
+    fn from_columns(user_pk: i64, group_pk: Option<Uuid>) -> Self {
+        match group_pk {
+            Some(uuid) => Subject::Group(uuid),
+            None => Subject::User(user_pk),
+        }
+    }
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::User(pk) => write!(f, "{pk}"),
+            Subject::Group(uuid) => write!(f, "group {uuid}"),
+        }
+    }
+}
+
 /// A webhook to store.
 #[derive(Debug, Clone)]
 pub struct NewItem {
     pub event_id: Option<String>,
     pub action: &'static str,
-    pub user_pk: i64,
+    pub subject: Subject,
     pub format: &'static str,
     pub body: String,
 }
@@ -75,7 +108,9 @@ pub struct Item {
     pub received_at: DateTime<Utc>,
     pub event_id: Option<String>,
     pub action: String,
+    /// 0 for a group's item.
     pub user_pk: i64,
+    pub group_pk: Option<Uuid>,
     pub format: String,
     pub status: String,
     pub attempts: i32,
@@ -85,8 +120,14 @@ pub struct Item {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const ITEM_COLUMNS: &str = "id, seq, received_at, event_id, action, user_pk, format, status, attempts, \
-     next_attempt_at, last_error, outcome, finished_at";
+impl Item {
+    pub fn subject(&self) -> Subject {
+        Subject::from_columns(self.user_pk, self.group_pk)
+    }
+}
+
+const ITEM_COLUMNS: &str = "id, seq, received_at, event_id, action, user_pk, group_pk, format, status, \
+     attempts, next_attempt_at, last_error, outcome, finished_at";
 
 /// Store one webhook. Returns once the row is committed.
 pub async fn insert(pool: &PgPool, item: NewItem) -> Result<Inserted, StoreError> {
@@ -101,26 +142,37 @@ pub async fn insert(pool: &PgPool, item: NewItem) -> Result<Inserted, StoreError
 /// batch instead of one per row is what lets intake keep up with Postgres's own
 /// single-row rate (see `docs/performance.md`).
 pub async fn insert_many(pool: &PgPool, items: Vec<NewItem>) -> Result<Vec<Inserted>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    insert_many_with(&mut conn, items).await
+}
+
+async fn insert_many_with(
+    conn: &mut sqlx::PgConnection,
+    items: Vec<NewItem>,
+) -> Result<Vec<Inserted>, StoreError> {
     let n = items.len();
     let mut ids = Vec::with_capacity(n);
     let mut event_ids = Vec::with_capacity(n);
     let mut actions = Vec::with_capacity(n);
     let mut pks = Vec::with_capacity(n);
+    let mut group_pks = Vec::with_capacity(n);
     let mut formats = Vec::with_capacity(n);
     let mut bodies = Vec::with_capacity(n);
     for item in items {
         ids.push(Uuid::now_v7());
         event_ids.push(item.event_id);
         actions.push(item.action);
-        pks.push(item.user_pk);
+        let (user_pk, group_pk) = item.subject.columns();
+        pks.push(user_pk);
+        group_pks.push(group_pk);
         formats.push(item.format);
         bodies.push(item.body);
     }
     // ON CONFLICT DO NOTHING skips re-deliveries, including two of the same event in
     // one batch; RETURNING names the rows that were new.
     let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO webhook_inbox (id, event_id, action, user_pk, format, body)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+        "INSERT INTO webhook_inbox (id, event_id, action, user_pk, group_pk, format, body)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::uuid[], $6::text[], $7::text[])
          ON CONFLICT (event_id) DO NOTHING
          RETURNING id",
     )
@@ -128,9 +180,10 @@ pub async fn insert_many(pool: &PgPool, items: Vec<NewItem>) -> Result<Vec<Inser
     .bind(&event_ids)
     .bind(&actions)
     .bind(&pks)
+    .bind(&group_pks)
     .bind(&formats)
     .bind(&bodies)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
     let duplicates: Vec<&str> = ids
@@ -146,7 +199,7 @@ pub async fn insert_many(pool: &PgPool, items: Vec<NewItem>) -> Result<Vec<Inser
             "SELECT event_id, id FROM webhook_inbox WHERE event_id = ANY($1)",
         )
         .bind(&duplicates)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?
         .into_iter()
         .collect()
@@ -168,15 +221,39 @@ pub async fn insert_many(pool: &PgPool, items: Vec<NewItem>) -> Result<Vec<Inser
 }
 
 /// A claimed item: what a worker needs to process it.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: Uuid,
     pub event_id: Option<String>,
     pub action: String,
-    pub user_pk: i64,
+    pub subject: Subject,
     pub received_at: DateTime<Utc>,
     /// Including this one.
     pub attempts: i32,
+}
+
+#[derive(FromRow)]
+struct ClaimedRow {
+    id: Uuid,
+    event_id: Option<String>,
+    action: String,
+    user_pk: i64,
+    group_pk: Option<Uuid>,
+    received_at: DateTime<Utc>,
+    attempts: i32,
+}
+
+impl From<ClaimedRow> for Claimed {
+    fn from(row: ClaimedRow) -> Self {
+        Self {
+            id: row.id,
+            event_id: row.event_id,
+            action: row.action,
+            subject: Subject::from_columns(row.user_pk, row.group_pk),
+            received_at: row.received_at,
+            attempts: row.attempts,
+        }
+    }
 }
 
 /// Claim up to `limit` due items for `worker`, leased for `lease`.
@@ -186,7 +263,7 @@ pub async fn claim(
     lease: Duration,
     limit: i64,
 ) -> Result<Vec<Claimed>, StoreError> {
-    Ok(sqlx::query_as(
+    let rows: Vec<ClaimedRow> = sqlx::query_as(
         "WITH candidate AS (
              SELECT i.id
                FROM webhook_inbox i
@@ -196,6 +273,7 @@ pub async fn claim(
                 AND NOT EXISTS (
                     SELECT 1 FROM webhook_inbox e
                      WHERE e.user_pk = i.user_pk
+                       AND e.group_pk IS NOT DISTINCT FROM i.group_pk
                        AND e.seq < i.seq
                        AND e.status IN ('pending', 'processing'))
               ORDER BY i.seq
@@ -208,13 +286,56 @@ pub async fn claim(
                 attempts = w.attempts + 1
            FROM candidate
           WHERE w.id = candidate.id
-         RETURNING w.id, w.event_id, w.action, w.user_pk, w.received_at, w.attempts",
+         RETURNING w.id, w.event_id, w.action, w.user_pk, w.group_pk, w.received_at, w.attempts",
     )
     .bind(worker)
     .bind(lease.as_secs_f64())
     .bind(limit)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows.into_iter().map(Claimed::from).collect())
+}
+
+/// Finish a claimed item as done with `outcome` and, in the same transaction, store
+/// `followups`: the items its processing asks for (a group's change becomes one refresh
+/// item per affected user). Followups carry event ids derived from the item, so doing
+/// this twice (after a lost lease) stores them once. False when the lease was lost:
+/// then nothing is written.
+pub async fn finish_with_followups(
+    pool: &PgPool,
+    id: Uuid,
+    worker: &str,
+    outcome: &str,
+    followups: Vec<NewItem>,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE webhook_inbox
+            SET status = 'done', outcome = $3, finished_at = now(), locked_until = NULL, last_error = NULL
+          WHERE id = $1 AND locked_by = $2 AND status = 'processing'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(outcome)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() != 1 {
+        return Ok(false);
+    }
+    for chunk in chunked(followups, 1000) {
+        insert_many_with(&mut tx, chunk).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+fn chunked<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut chunks = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(items.by_ref().take(size).collect());
+    }
+    chunks
 }
 
 /// Finish a claimed item as `done` or `ignored` with its outcome. False when the lease

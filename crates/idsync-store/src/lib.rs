@@ -7,6 +7,7 @@ pub mod db;
 mod error;
 pub mod event_store;
 pub mod feed;
+pub mod groups;
 pub mod inbox;
 pub mod notify;
 pub mod projections;

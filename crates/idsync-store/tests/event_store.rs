@@ -22,6 +22,7 @@ fn snapshot(pk: i64) -> UserSnapshot {
         user_type: "internal".into(),
         groups: vec![],
         date_joined: chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("valid"),
+        uid: None,
     }
 }
 

@@ -69,7 +69,7 @@ fn table(items: &[Item]) -> String {
                 i.id.to_string(),
                 i.received_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 i.action.clone(),
-                i.user_pk.to_string(),
+                i.subject().to_string(),
                 i.status.clone(),
                 i.attempts.to_string(),
                 note.chars().take(80).collect(),

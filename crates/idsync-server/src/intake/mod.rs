@@ -8,8 +8,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use futures::StreamExt;
-use idsync_authentik::webhook::{self, Parsed};
-use idsync_store::inbox::{Inserted, NewItem};
+use idsync_authentik::webhook::{self, Parsed, Subject};
+use idsync_store::inbox::{self, Inserted, NewItem};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -90,7 +90,7 @@ async fn handle(
                 Json(json!({"status": "ignored", "reason": reason})),
             ));
         }
-        Parsed::User(notice) => notice,
+        Parsed::Notice(notice) => notice,
     };
     // serde_json accepted the bytes, so they are UTF-8.
     let body = String::from_utf8(bytes)
@@ -100,7 +100,10 @@ async fn handle(
         .submit(NewItem {
             event_id: notice.event_id.clone(),
             action: notice.action.as_str(),
-            user_pk: notice.pk,
+            subject: match notice.subject {
+                Subject::User(pk) => inbox::Subject::User(pk),
+                Subject::Group(uuid) => inbox::Subject::Group(uuid),
+            },
             format: notice.format.as_str(),
             body,
         })
@@ -113,7 +116,7 @@ async fn handle(
         })?;
     match inserted {
         Inserted::New(id) => {
-            tracing::info!(inbox_id = %id, pk = notice.pk, action = notice.action.as_str(), "webhook accepted");
+            tracing::info!(inbox_id = %id, subject = ?notice.subject, action = notice.action.as_str(), "webhook accepted");
             state.wake_sync.notify_waiters();
             Ok((
                 StatusCode::ACCEPTED,

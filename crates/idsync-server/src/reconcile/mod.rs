@@ -483,6 +483,7 @@ struct Runner<'a, D> {
 }
 
 /// A work item made ready for the event store.
+#[allow(clippy::large_enum_variant)] // short-lived, one per user in flight
 enum Prepared {
     /// Settled without a command: the listing was older than the read model.
     Settled,
@@ -634,6 +635,7 @@ fn fields(changes: &UserChanges) -> Vec<&'static str> {
         user_type,
         groups,
         date_joined,
+        uid,
     } = changes;
     [
         ("uuid", uuid.is_some()),
@@ -644,6 +646,7 @@ fn fields(changes: &UserChanges) -> Vec<&'static str> {
         ("type", user_type.is_some()),
         ("groups", groups.is_some()),
         ("date_joined", date_joined.is_some()),
+        ("uid", uid.is_some()),
     ]
     .into_iter()
     .filter_map(|(field, changed)| changed.then_some(field))

@@ -1,10 +1,14 @@
 //! Sync workers: inbox item → (fetch the user from Authentik) → domain command → events.
+//! A group's item becomes one refresh item per user whose groups it changed
+//! ([`groups`]), each then synced like a webhook for that user.
 //!
 //! Exactly-once comes from two halves. The inbox gives at-least-once: an item is only
 //! finished after its events committed, and a crash in between leaves it to be
 //! reclaimed when its lease expires. The aggregate gives idempotence: re-applying the
 //! same snapshot, or deleting twice, appends nothing. Together every accepted webhook
 //! becomes its events once.
+
+mod groups;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +17,13 @@ use chrono::Utc;
 use idsync_authentik::webhook::Action;
 use idsync_authentik::{AuthentikClient, ClientError};
 use idsync_domain::{EventMetadata, Source, UserCommand, UserError};
-use idsync_store::inbox::{self, Claimed, Status};
+use idsync_store::inbox::{self, Claimed, NewItem, Status, Subject};
 use idsync_store::{AppendedEvent, EventStore, StoreError};
 use rand::Rng;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::http::Readiness;
 use crate::metrics::{AUTHENTIK_REQUESTS, EVENTS_APPENDED, SYNC_FINISHED};
@@ -52,6 +57,8 @@ enum Record {
     Finish {
         status: Status,
         outcome: String,
+        /// Items to store with the finish, in one transaction.
+        followups: Vec<NewItem>,
     },
     RetryAt {
         at: chrono::DateTime<Utc>,
@@ -67,6 +74,7 @@ enum Outcome {
     Finished {
         status: Status,
         outcome: String,
+        followups: Vec<NewItem>,
     },
     Retry {
         error: String,
@@ -139,14 +147,20 @@ impl Syncer {
     }
 
     async fn process(&self, item: Claimed, worker: &str, cancel: &CancellationToken) {
-        let span = tracing::info_span!("sync", inbox_id = %item.id, pk = item.user_pk, action = %item.action, attempt = item.attempts);
-        let _guard = span.enter();
+        // Instrumented rather than entered: a guard held across an await would lend
+        // this item's fields to whatever else ran on the thread meanwhile.
+        let span = tracing::info_span!("sync", inbox_id = %item.id, subject = %item.subject, action = %item.action, attempt = item.attempts);
+        self.process_in_span(item, worker, cancel)
+            .instrument(span)
+            .await;
+    }
+
+    async fn process_in_span(&self, item: Claimed, worker: &str, cancel: &CancellationToken) {
         let outcome = tokio::select! {
             // Shutdown: hand the item back rather than leave it leased.
             () = cancel.cancelled() => {
-                drop(_guard);
                 if let Err(err) = inbox::release(&self.pool, item.id, worker).await {
-                    tracing::warn!(error = %err, inbox_id = %item.id, "could not release item on shutdown; it will be reclaimed after its lease");
+                    tracing::warn!(error = %err, "could not release item on shutdown; it will be reclaimed after its lease");
                 }
                 return;
             }
@@ -157,8 +171,28 @@ impl Syncer {
         // leased until its lease expires, delaying it (and its user's later items).
         for attempt in 1..=5u32 {
             let written = match &record {
-                Record::Finish { status, outcome } => {
+                Record::Finish {
+                    status,
+                    outcome,
+                    followups,
+                } if followups.is_empty() => {
                     inbox::finish(&self.pool, item.id, worker, *status, outcome).await
+                }
+                Record::Finish {
+                    outcome, followups, ..
+                } => {
+                    let written = inbox::finish_with_followups(
+                        &self.pool,
+                        item.id,
+                        worker,
+                        outcome,
+                        followups.clone(),
+                    )
+                    .await;
+                    if matches!(written, Ok(true)) {
+                        self.wake.notify_waiters();
+                    }
+                    written
                 }
                 Record::RetryAt { at, error } => {
                     inbox::retry_later(&self.pool, item.id, worker, *at, error).await
@@ -187,10 +221,18 @@ impl Syncer {
     /// logging and counting it once.
     fn settle(&self, item: &Claimed, outcome: Outcome) -> Record {
         match outcome {
-            Outcome::Finished { status, outcome } => {
+            Outcome::Finished {
+                status,
+                outcome,
+                followups,
+            } => {
                 metrics::counter!(SYNC_FINISHED, "outcome" => outcome.clone()).increment(1);
-                tracing::info!(%outcome, "inbox item finished");
-                Record::Finish { status, outcome }
+                tracing::info!(%outcome, followups = followups.len(), "inbox item finished");
+                Record::Finish {
+                    status,
+                    outcome,
+                    followups,
+                }
             }
             Outcome::Retry { error, not_before } => {
                 let age = (Utc::now() - item.received_at).to_std().unwrap_or_default();
@@ -216,7 +258,13 @@ impl Syncer {
     }
 
     async fn decide(&self, item: &Claimed) -> Outcome {
-        let pk = item.user_pk;
+        match item.subject {
+            Subject::User(pk) => self.decide_user(item, pk).await,
+            Subject::Group(uuid) => self.decide_group(item, uuid).await,
+        }
+    }
+
+    async fn decide_user(&self, item: &Claimed, pk: i64) -> Outcome {
         let metadata = EventMetadata::new(Source::Webhook, item.event_id.clone(), item.received_at);
         let command = match Action::parse(&item.action) {
             Some(Action::Deleted) => UserCommand::Delete { pk },
@@ -230,6 +278,11 @@ impl Syncer {
                 match fetched {
                     Ok(user) => {
                         self.readiness.clear("authentik");
+                        // Best effort: the names are only needed after a later rename.
+                        let names: Vec<_> = user.group_names().collect();
+                        if let Err(err) = idsync_store::groups::remember(&self.pool, &names).await {
+                            tracing::warn!(error = %err, "could not note the user's group names");
+                        }
                         UserCommand::ApplySnapshot(user.to_snapshot())
                     }
                     Err(ClientError::NotFound) => {
@@ -238,16 +291,7 @@ impl Syncer {
                         // webhook (or reconcile) carries the rest.
                         return finished(Status::Done, "not_found");
                     }
-                    Err(err @ ClientError::Auth { .. }) => {
-                        tracing::error!(error = %err, "Authentik rejected idsync's API token: check IDSYNC_AUTHENTIK_TOKEN (intent api, not expired)");
-                        self.readiness
-                            .set("authentik", format!("API token rejected: {err}"));
-                        return retry(err, None);
-                    }
-                    Err(ClientError::RateLimited { retry_after }) => {
-                        return retry(ClientError::RateLimited { retry_after }, retry_after);
-                    }
-                    Err(err) => return retry(err, None),
+                    Err(err) => return self.fetch_failed(err),
                 }
             }
             None => {
@@ -272,6 +316,23 @@ impl Syncer {
         }
     }
 
+    /// A failed call to Authentik: retried later, and an operator told when it is the
+    /// token that was refused.
+    fn fetch_failed(&self, err: ClientError) -> Outcome {
+        match err {
+            err @ ClientError::Auth { .. } => {
+                tracing::error!(error = %err, "Authentik rejected idsync's API token: check IDSYNC_AUTHENTIK_TOKEN (intent api, not expired; it needs authentik_core.view_user and view_group)");
+                self.readiness
+                    .set("authentik", format!("API token rejected: {err}"));
+                retry(err, None)
+            }
+            ClientError::RateLimited { retry_after } => {
+                retry(ClientError::RateLimited { retry_after }, retry_after)
+            }
+            err => retry(err, None),
+        }
+    }
+
     /// Exponential from `retry_min`, capped at `retry_max`, with jitter so a burst of
     /// items failing together does not retry together.
     fn backoff(&self, attempts: i32) -> Duration {
@@ -289,6 +350,7 @@ fn finished(status: Status, outcome: &str) -> Outcome {
     Outcome::Finished {
         status,
         outcome: outcome.to_owned(),
+        followups: Vec::new(),
     }
 }
 

@@ -63,6 +63,7 @@ fn snapshot(pk: i64, version: u32) -> UserSnapshot {
         user_type: "internal".into(),
         groups: vec![],
         date_joined: chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("valid"),
+        uid: None,
     }
 }
 

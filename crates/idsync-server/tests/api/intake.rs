@@ -131,15 +131,15 @@ async fn a_redelivered_event_id_is_a_duplicate(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = false)]
-async fn valid_but_not_a_user_event_is_ignored_and_not_stored(pool: PgPool) {
+async fn valid_but_not_a_user_or_group_event_is_ignored_and_not_stored(pool: PgPool) {
     let app = start(&pool).await;
-    let group = default_body(
-        "model_created: {'model': {'pk': '0b7c3f0e4e5a4c1b9d2f6a7e8c9d0a1b', 'app': 'authentik_core', 'name': 'staff', 'model_name': 'group'}, 'http_request': {'method': 'POST'}}",
+    let application = default_body(
+        "model_created: {'model': {'pk': 3, 'app': 'authentik_core', 'name': 'wiki', 'model_name': 'application'}, 'http_request': {'method': 'POST'}}",
     );
     let test_button = json!({"body": "custom_notification_test: {}", "severity": "notice", "user_email": "a@b.c", "user_username": "akadmin"});
-    let mapping_group = json!({"event_id": "e1", "action": "model_updated", "model_app": "authentik_core", "model_name": "group", "model_pk": "abc"});
+    let mapping_provider = json!({"event_id": "e1", "action": "model_updated", "model_app": "authentik_providers_oauth2", "model_name": "oauth2provider", "model_pk": 4});
     let mapping_test = json!({"event_id": "e2", "action": "custom_notification_test", "model_app": null, "model_name": null, "model_pk": null});
-    for body in [group, test_button, mapping_group, mapping_test] {
+    for body in [application, test_button, mapping_provider, mapping_test] {
         let (status, answer) = post_json(&app, &body).await;
         assert_eq!(status, 202, "{body} → {answer}");
         assert_eq!(answer["status"], "ignored");
@@ -149,6 +149,44 @@ async fn valid_but_not_a_user_event_is_ignored_and_not_stored(pool: PgPool) {
         );
     }
     assert!(inbox_rows(&pool).await.is_empty());
+}
+
+#[sqlx::test(migrations = false)]
+async fn group_events_are_stored_in_every_format(pool: PgPool) {
+    let app = start(&pool).await;
+    let uuid = "0b7c3f0e-4e5a-4c1b-9d2f-6a7e8c9d0a1b";
+    let default = default_body(
+        "model_updated: {'model': {'pk': '0b7c3f0e4e5a4c1b9d2f6a7e8c9d0a1b', 'app': 'authentik_core', 'name': 'staff', 'model_name': 'group'}, 'http_request': {'method': 'PATCH'}}",
+    );
+    let mapping = json!({"event_id": "g1", "action": "model_deleted", "model_app": "authentik_core", "model_name": "group", "model_pk": "0b7c3f0e4e5a4c1b9d2f6a7e8c9d0a1b"});
+    for body in [default, mapping.clone()] {
+        let (status, answer) = post_json(&app, &body).await;
+        assert_eq!(status, 202, "{body} → {answer}");
+        assert_eq!(answer["status"], "accepted", "{answer}");
+    }
+    let (status, again) = post_json(&app, &mapping).await;
+    assert_eq!((status, again["status"].as_str()), (200, Some("duplicate")));
+    let rows: Vec<(i64, Option<uuid::Uuid>, String)> =
+        sqlx::query_as("SELECT user_pk, group_pk, action FROM webhook_inbox ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+    let group = uuid::Uuid::parse_str(uuid).expect("uuid");
+    assert_eq!(
+        rows,
+        vec![
+            (0, Some(group), "model_updated".to_owned()),
+            (0, Some(group), "model_deleted".to_owned()),
+        ]
+    );
+    // A group's pk that is not a uuid is a bad request, and writes nothing.
+    let bad = json!({"event_id": "g2", "action": "model_updated", "model_app": "authentik_core", "model_name": "group", "model_pk": "staff"});
+    let (status, answer) = post_json(&app, &bad).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_payload"))
+    );
+    assert_eq!(inbox_rows(&pool).await.len(), 2);
 }
 
 #[sqlx::test(migrations = false)]

@@ -2,7 +2,9 @@
 //! database, driven over HTTP and signals as a user would. One test binary, many modules.
 
 mod api;
+mod blueprints;
 mod feeds;
+mod groups;
 mod health;
 mod helpers;
 mod intake;

@@ -32,6 +32,9 @@ pub struct UserRow {
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Authentik's hashed user id (what `sub` carries under its default `sub_mode`);
+    /// null for a user registered before idsync kept it, until the next reconcile.
+    pub uid: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     pub position: i64,
@@ -49,6 +52,7 @@ impl UserFieldsMut for UserRow {
             user_type: &mut self.user_type,
             groups: &mut self.groups,
             date_joined: &mut self.registered_at,
+            uid: &mut self.uid,
         }
     }
 }
@@ -66,6 +70,7 @@ impl UserRow {
             user_type: self.user_type.clone(),
             groups: self.groups.clone(),
             date_joined: self.registered_at,
+            uid: self.uid.clone(),
         }
     }
 
@@ -82,12 +87,13 @@ impl UserRow {
             registered_at: s.date_joined,
             updated_at: at,
             deleted_at: None,
+            uid: s.uid,
             position,
         }
     }
 }
 
-const COLUMNS: &str = "pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, position";
+const COLUMNS: &str = "pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position";
 
 /// One user of the read model.
 pub async fn get<'e>(db: impl PgExecutor<'e>, pk: i64) -> Result<Option<UserRow>, StoreError> {
@@ -324,7 +330,7 @@ fn copy_row(buf: &mut Vec<u8>, row: &UserRow) -> Result<(), StoreError> {
         buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
         buf.extend_from_slice(bytes);
     }
-    buf.extend_from_slice(&12i16.to_be_bytes());
+    buf.extend_from_slice(&13i16.to_be_bytes());
     field(buf, &row.pk.to_be_bytes());
     field(buf, row.uuid.as_bytes());
     field(buf, row.username.as_bytes());
@@ -354,6 +360,10 @@ fn copy_row(buf: &mut Vec<u8>, row: &UserRow) -> Result<(), StoreError> {
     field(buf, &pg_micros(row.updated_at)?.to_be_bytes());
     match row.deleted_at {
         Some(at) => field(buf, &pg_micros(at)?.to_be_bytes()),
+        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+    match &row.uid {
+        Some(uid) => field(buf, uid.as_bytes()),
         None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
     }
     field(buf, &row.position.to_be_bytes());
@@ -515,6 +525,7 @@ async fn upsert<'r>(
         cols.registered_at.push(r.registered_at);
         cols.updated_at.push(r.updated_at);
         cols.deleted_at.push(r.deleted_at);
+        cols.uid.push(r.uid.as_deref());
         cols.position.push(r.position);
     }
     if cols.pk.is_empty() {
@@ -523,16 +534,17 @@ async fn upsert<'r>(
     sqlx::query(&format!(
         "INSERT INTO {table} ({COLUMNS})
          SELECT pk, uuid, username, email, name, is_active, type,
-                groups::text[], registered_at, updated_at, deleted_at, position
+                groups::text[], registered_at, updated_at, deleted_at, uid, position
            FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[],
-                       $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::bigint[])
-                AS t(pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, position)
+                       $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[],
+                       $13::bigint[])
+                AS t(pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position)
          ON CONFLICT (pk) DO UPDATE SET
              uuid = EXCLUDED.uuid, username = EXCLUDED.username, email = EXCLUDED.email,
              name = EXCLUDED.name, is_active = EXCLUDED.is_active, type = EXCLUDED.type,
              groups = EXCLUDED.groups, registered_at = EXCLUDED.registered_at,
              updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at,
-             position = EXCLUDED.position"
+             uid = EXCLUDED.uid, position = EXCLUDED.position"
     ))
     .bind(&cols.pk)
     .bind(&cols.uuid)
@@ -545,6 +557,7 @@ async fn upsert<'r>(
     .bind(&cols.registered_at)
     .bind(&cols.updated_at)
     .bind(&cols.deleted_at)
+    .bind(&cols.uid)
     .bind(&cols.position)
     .execute(conn)
     .await?;
@@ -585,6 +598,7 @@ struct Columns<'r> {
     registered_at: Vec<DateTime<Utc>>,
     updated_at: Vec<DateTime<Utc>>,
     deleted_at: Vec<Option<DateTime<Utc>>>,
+    uid: Vec<Option<&'r str>>,
     position: Vec<i64>,
 }
 

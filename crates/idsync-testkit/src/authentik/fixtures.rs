@@ -71,6 +71,27 @@ pub fn group_obj(name: &str) -> Value {
     })
 }
 
+/// A group as `GET /api/v3/core/groups/{uuid}/?include_users=false` returns it (schema
+/// `Group`): `members` are its users' pks.
+pub fn group_json(uuid: Uuid, name: &str, members: &[i64]) -> Value {
+    json!({
+        "pk": uuid,
+        "num_pk": (mix(fnv1a(&uuid.to_string())) % (i32::MAX as u64)) as i64,
+        "name": name,
+        "is_superuser": name == ADMIN_GROUP,
+        "parents": [],
+        "parents_obj": null,
+        "users": members,
+        "users_obj": null,
+        "attributes": {},
+        "roles": [],
+        "roles_obj": [],
+        "inherited_roles_obj": null,
+        "children": [],
+        "children_obj": null,
+    })
+}
+
 /// The `roles_obj` entry (schema `Role`) of a role with this name.
 pub fn role_obj(name: &str) -> Value {
     json!({ "pk": uuid_from(0x726f_6c65, fnv1a(name)), "name": name })

@@ -6,6 +6,14 @@
 //! - `GET /api/v3/core/users/?page=N&page_size=M` → `{"pagination", "results",
 //!   "autocomplete"}`, ordered by pk, with Django's paginator arithmetic (page size 20
 //!   by default, at most 100; a page past the last → 404 `{"detail": "Invalid page."}`).
+//! - `GET /api/v3/core/groups/{uuid}/` → the group (schema `Group`, `users` = its
+//!   members' pks, `users_obj: null` as for `include_users=false`); unknown → 404.
+//!   Groups come from the users' `groups_obj`, and [`rename_group`](AuthentikStub::rename_group)
+//!   / [`delete_group`](AuthentikStub::delete_group) change them everywhere, as Authentik
+//!   does. `GET /api/v3/core/groups/` lists them (Django paging).
+//! - `GET /api/v3/core/users/me/` → the token's own user (`SessionUser`), see
+//!   [`set_me`](AuthentikStub::set_me).
+//! - The user list filters by `username`, `email` and `uuid`, as Authentik's does.
 //! - Without `Authorization: Bearer <token>` → 403 `{"detail": "Token invalid/expired"}`.
 //!
 //! For harnesses outside Rust (the browser tests, the demo) a control API, exempt from
@@ -43,6 +51,19 @@ pub const DEFAULT_PAGE_SIZE: u64 = 20;
 pub const MAX_PAGE_SIZE: u64 = 100;
 
 const USERS_PATH: &str = "/api/v3/core/users/";
+const GROUPS_PATH: &str = "/api/v3/core/groups/";
+
+/// A least-privilege service account, as the project's blueprint creates it.
+fn default_me() -> Value {
+    json!({
+        "user": {
+            "pk": 100, "username": "idsync-sync", "name": "idsync sync", "is_active": true,
+            "is_superuser": false, "groups": [], "roles": [{"pk": "9a1b2c3d-0000-4000-8000-000000000001", "name": "idsync sync - read users and groups"}],
+            "email": "", "avatar": "data:image/svg+xml;base64,", "uid": "0".repeat(64),
+            "settings": {}, "type": "service_account", "system_permissions": []
+        }
+    })
+}
 
 /// A running stub. Clones share the server; it stops when the last clone is dropped, or
 /// at [`stop`](Self::stop).
@@ -98,6 +119,61 @@ struct Shared {
     shutdown: watch::Receiver<bool>,
 }
 
+impl StubState {
+    /// Stores a user, first pointing its groups at the groups the stub already knows by
+    /// name (a renamed group keeps its uuid), then noting any new ones.
+    fn put_user(&mut self, pk: i64, mut user: Value) {
+        let known: HashMap<String, uuid::Uuid> = self
+            .groups
+            .iter()
+            .map(|(uuid, name)| (name.clone(), *uuid))
+            .collect();
+        if let Some(groups) = user.get_mut("groups_obj").and_then(Value::as_array_mut) {
+            let mut ids = Vec::new();
+            for group in groups.iter_mut() {
+                let name = group.get("name").and_then(Value::as_str).map(str::to_owned);
+                if let Some(uuid) = name.as_ref().and_then(|n| known.get(n)) {
+                    group["pk"] = json!(uuid);
+                }
+                if let (Some(name), Some(uuid)) = (
+                    name,
+                    group
+                        .get("pk")
+                        .and_then(Value::as_str)
+                        .and_then(|s| uuid::Uuid::parse_str(s).ok()),
+                ) {
+                    self.groups.entry(uuid).or_insert(name);
+                    ids.push(json!(uuid));
+                }
+            }
+            user["groups"] = Value::Array(ids);
+        }
+        if self.users.insert(pk, user).is_none() {
+            self.order = None;
+        }
+    }
+
+    fn group_named(&self, name: &str) -> Option<uuid::Uuid> {
+        self.groups
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(uuid, _)| *uuid)
+    }
+
+    fn members(&self, uuid: uuid::Uuid) -> Vec<i64> {
+        let key = uuid.to_string();
+        self.users
+            .iter()
+            .filter(|(_, user)| {
+                user.get("groups")
+                    .and_then(Value::as_array)
+                    .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(key.as_str())))
+            })
+            .map(|(pk, _)| *pk)
+            .collect()
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, StubState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -116,6 +192,10 @@ impl Shared {
 struct StubState {
     token: String,
     users: BTreeMap<i64, Value>,
+    /// Every group seen in a user's `groups_obj` (uuid → name), until deleted.
+    groups: BTreeMap<uuid::Uuid, String>,
+    /// What `users/me/` answers.
+    me: Value,
     /// The pks of `users` in order, for paging by index: rebuilt (O(users)) at the first
     /// listing after a user was added or removed, so that serving a page costs O(page),
     /// not a copy of every user.
@@ -157,6 +237,8 @@ impl AuthentikStub {
             state: Mutex::new(StubState {
                 token: token.to_owned(),
                 users: BTreeMap::new(),
+                groups: BTreeMap::new(),
+                me: default_me(),
                 order: None,
                 fetches: HashMap::new(),
                 list_requests: 0,
@@ -174,7 +256,10 @@ impl AuthentikStub {
         });
         let api = Router::new()
             .route(USERS_PATH, get(list_users))
+            .route("/api/v3/core/users/me/", get(get_me))
             .route("/api/v3/core/users/{pk}/", get(get_user))
+            .route(GROUPS_PATH, get(list_groups))
+            .route("/api/v3/core/groups/{uuid}/", get(get_group))
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(shared.clone(), gate));
         let app = Router::new()
@@ -231,10 +316,7 @@ impl AuthentikStub {
     /// Stores `body` as the user with pk `pk`, whatever it looks like (to serve malformed
     /// users).
     pub fn upsert_raw(&self, pk: i64, body: Value) {
-        let mut state = self.shared.lock();
-        if state.users.insert(pk, body).is_none() {
-            state.order = None;
-        }
+        self.shared.lock().put_user(pk, body);
     }
 
     /// Adds or replaces many users at once (one lock, for large directories).
@@ -249,10 +331,55 @@ impl AuthentikStub {
                 .get("pk")
                 .and_then(Value::as_i64)
                 .unwrap_or_else(|| panic!("upsert needs an integer pk: {user}"));
-            if state.users.insert(pk, user).is_none() {
-                state.order = None;
+            state.put_user(pk, user);
+        }
+    }
+
+    /// Renames the group called `old` (as Authentik does: every member's `groups_obj`
+    /// shows the new name; the uuid stays). Returns its uuid, `None` if there is none.
+    pub fn rename_group(&self, old: &str, new: &str) -> Option<uuid::Uuid> {
+        let mut state = self.shared.lock();
+        let uuid = state.group_named(old)?;
+        state.groups.insert(uuid, new.to_owned());
+        let key = uuid.to_string();
+        for user in state.users.values_mut() {
+            if let Some(groups) = user.get_mut("groups_obj").and_then(Value::as_array_mut) {
+                for group in groups.iter_mut() {
+                    if group.get("pk").and_then(Value::as_str) == Some(key.as_str()) {
+                        group["name"] = json!(new);
+                    }
+                }
             }
         }
+        Some(uuid)
+    }
+
+    /// Deletes the group called `name`: it leaves every member. Returns its uuid.
+    pub fn delete_group(&self, name: &str) -> Option<uuid::Uuid> {
+        let mut state = self.shared.lock();
+        let uuid = state.group_named(name)?;
+        state.groups.remove(&uuid);
+        let key = uuid.to_string();
+        for user in state.users.values_mut() {
+            if let Some(ids) = user.get_mut("groups").and_then(Value::as_array_mut) {
+                ids.retain(|id| id.as_str() != Some(key.as_str()));
+            }
+            if let Some(groups) = user.get_mut("groups_obj").and_then(Value::as_array_mut) {
+                groups.retain(|g| g.get("pk").and_then(Value::as_str) != Some(key.as_str()));
+            }
+        }
+        Some(uuid)
+    }
+
+    /// The uuid of the group called `name`, if there is one.
+    pub fn group_uuid(&self, name: &str) -> Option<uuid::Uuid> {
+        self.shared.lock().group_named(name)
+    }
+
+    /// What `GET /api/v3/core/users/me/` answers (a `SessionUser`); by default a
+    /// service account that is no superuser and has no system permissions.
+    pub fn set_me(&self, me: Value) {
+        self.shared.lock().me = me;
     }
 
     /// Removes a user; returns what was stored.
@@ -459,10 +586,8 @@ async fn control_put_user(
     let mut state = shared.lock();
     match fixtures::user_from_partial(pk, &partial, state.users.get(&pk)) {
         Ok(fixture) => {
-            let user = fixture.json();
-            if state.users.insert(pk, user.clone()).is_none() {
-                state.order = None;
-            }
+            state.put_user(pk, fixture.json());
+            let user = state.users.get(&pk).cloned().unwrap_or_default();
             axum::Json(user).into_response()
         }
         Err(why) => detail(StatusCode::BAD_REQUEST, &why),
@@ -504,6 +629,73 @@ async fn get_user(State(shared): State<Arc<Shared>>, Path(pk): Path<String>) -> 
     }
 }
 
+async fn get_me(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(shared.lock().me.clone()).into_response()
+}
+
+async fn get_group(State(shared): State<Arc<Shared>>, Path(uuid): Path<String>) -> Response {
+    let state = shared.lock();
+    let found = uuid::Uuid::parse_str(&uuid)
+        .ok()
+        .and_then(|uuid| state.groups.get(&uuid).map(|name| (uuid, name.clone())));
+    match found {
+        Some((uuid, name)) => {
+            axum::Json(fixtures::group_json(uuid, &name, &state.members(uuid))).into_response()
+        }
+        None => detail(StatusCode::NOT_FOUND, "No Group matches the given query."),
+    }
+}
+
+async fn list_groups(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return detail(StatusCode::BAD_REQUEST, "Malformed query string.");
+    };
+    let state = shared.lock();
+    let all: Vec<Value> = state
+        .groups
+        .iter()
+        .map(|(uuid, name)| fixtures::group_json(*uuid, name, &state.members(*uuid)))
+        .collect();
+    paged(&query, all)
+}
+
+/// A Django page of `items` per `page`/`page_size`.
+fn paged(query: &HashMap<String, String>, items: Vec<Value>) -> Response {
+    let page_size = page_size(query);
+    let Some(page) = paginate(
+        items.len() as u64,
+        page_size,
+        query.get("page").map(String::as_str),
+    ) else {
+        return detail(StatusCode::NOT_FOUND, "Invalid page.");
+    };
+    let start = usize::try_from(page.start).unwrap_or(usize::MAX);
+    let results: Vec<Value> = items
+        .into_iter()
+        .skip(start)
+        .take(usize::try_from(page.len).unwrap_or(usize::MAX))
+        .collect();
+    axum::Json(json!({
+        "pagination": page.pagination,
+        "results": results,
+        "autocomplete": {},
+    }))
+    .into_response()
+}
+
+/// DRF: a page_size that is not a positive integer falls back to the default; a larger
+/// one is cut to the maximum.
+fn page_size(query: &HashMap<String, String>) -> u64 {
+    query
+        .get("page_size")
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .map_or(DEFAULT_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE))
+}
+
 async fn list_users(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -511,13 +703,26 @@ async fn list_users(
     let Ok(Query(query)) = query else {
         return detail(StatusCode::BAD_REQUEST, "Malformed query string.");
     };
-    // DRF: a page_size that is not a positive integer falls back to the default; a
-    // larger one is cut to the maximum.
-    let page_size = query
-        .get("page_size")
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|n| *n > 0)
-        .map_or(DEFAULT_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE));
+    // Authentik's exact-match filters: the answer is the filtered list, paged.
+    let filters: Vec<(&str, &String)> = ["username", "email", "uuid"]
+        .into_iter()
+        .filter_map(|field| query.get(field).map(|value| (field, value)))
+        .collect();
+    if !filters.is_empty() {
+        let matching: Vec<Value> = shared
+            .lock()
+            .users
+            .values()
+            .filter(|user| {
+                filters.iter().all(|(field, value)| {
+                    user.get(*field).and_then(Value::as_str) == Some(value.as_str())
+                })
+            })
+            .cloned()
+            .collect();
+        return paged(&query, matching);
+    }
+    let page_size = page_size(&query);
     let (page, results) = {
         let mut state = shared.lock();
         let Some(page) = paginate(
