@@ -447,19 +447,36 @@ async fn user_events_rendered_by_the_mappings_become_idsync_events(pool: PgPool)
 }
 
 #[sqlx::test(migrations = false)]
-async fn group_events_rendered_by_the_mappings_are_accepted(pool: PgPool) {
-    // TODO(lead): idsync on main answers 202 "ignored" for groups. Once it handles group
-    // events, expect "accepted" here and UserUpdated for the stub group's members.
+async fn group_events_rendered_by_the_mappings_reach_the_members(pool: PgPool) {
     let stub = AuthentikStub::start(crate::helpers::STUB_TOKEN).await;
+    stub.upsert(fixtures::user(1).groups(&["staff"]).json());
+    stub.upsert(fixtures::user(2).groups(&["staff", "ops"]).json());
+    stub.upsert(fixtures::user(3).groups(&["ops"]).json());
     let app = serve_with_stub(&pool, &stub, &[]).await;
-    let group_pk = fixtures::group_uuid("staff").simple().to_string();
-    let cases = ["model_created", "model_updated", "model_deleted"]
-        .iter()
-        .map(|action| model_event(&uuid(), action, "group", json!(group_pk), "staff"))
-        .collect();
-    let results = render(env(SECRET), cases).await;
-    for result in &results {
-        let rendered = rendered(result);
+    for pk in 1..=3 {
+        let (status, answer) =
+            crate::intake::post_json(&app, &json!({"event_type": "model_created", "pk": pk})).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    crate::sync::settled(&pool, std::time::Duration::from_secs(20)).await;
+    let group = stub.group_uuid("staff").expect("staff");
+    let group_pk = group.simple().to_string();
+
+    // Renamed in Authentik; only the group's model_updated tells idsync.
+    stub.rename_group("staff", "team");
+    let deliver_group = async |action: &str| {
+        let results = render(
+            env(SECRET),
+            vec![model_event(
+                &uuid(),
+                action,
+                "group",
+                json!(group_pk),
+                "team",
+            )],
+        )
+        .await;
+        let rendered = rendered(&results[0]);
         let body: Value = serde_json::from_str(&rendered.body).expect("JSON body");
         assert_eq!(body["model_name"], "group");
         assert_eq!(
@@ -468,12 +485,33 @@ async fn group_events_rendered_by_the_mappings_are_accepted(pool: PgPool) {
             "the group's UUID, 32 hex"
         );
         let (status, answer) = deliver(&app, rendered).await;
-        assert_eq!(status, 202, "{body} -> {answer}");
-        assert!(
-            answer["status"] == "accepted" || answer["status"] == "ignored",
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (202, Some("accepted")),
             "{answer}"
         );
-    }
+        crate::sync::settled(&pool, std::time::Duration::from_secs(20)).await;
+    };
+    deliver_group("model_updated").await;
+    // Then deleted: it leaves its members.
+    stub.delete_group("team");
+    deliver_group("model_deleted").await;
+
+    let updates: Vec<(i64, Value)> = crate::sync::events(&pool)
+        .await
+        .into_iter()
+        .filter(|(_, kind, _, _)| kind == "UserUpdated")
+        .map(|(pk, _, data, _)| (pk, data["groups"].clone()))
+        .collect();
+    let mut renamed: Vec<_> = updates[..2].to_vec();
+    renamed.sort_by_key(|(pk, _)| *pk);
+    let mut deleted: Vec<_> = updates[2..].to_vec();
+    deleted.sort_by_key(|(pk, _)| *pk);
+    assert_eq!(
+        renamed,
+        vec![(1, json!(["team"])), (2, json!(["ops", "team"]))]
+    );
+    assert_eq!(deleted, vec![(1, json!([])), (2, json!(["ops"]))]);
 }
 
 #[sqlx::test(migrations = false)]
