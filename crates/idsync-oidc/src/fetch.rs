@@ -15,12 +15,18 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Discovery documents and JWKS are a few KiB; anything far larger is not one.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
-/// Reads the discovery document and returns its `jwks_uri`.
+/// What idsync reads from a discovery document.
+pub(crate) struct Discovered {
+    pub jwks_uri: String,
+    pub issuer: Option<String>,
+}
+
+/// Reads the discovery document: its `jwks_uri` and `issuer`.
 pub(crate) async fn discover(
     http: &reqwest::Client,
     url: &str,
     expected_issuer: &str,
-) -> Result<String, VerifyError> {
+) -> Result<Discovered, VerifyError> {
     #[derive(Deserialize)]
     struct Discovery {
         issuer: Option<String>,
@@ -45,7 +51,10 @@ pub(crate) async fn discover(
         );
     }
     match discovery.jwks_uri {
-        Some(uri) if !uri.trim().is_empty() => Ok(uri),
+        Some(uri) if !uri.trim().is_empty() => Ok(Discovered {
+            jwks_uri: uri,
+            issuer: discovery.issuer,
+        }),
         _ => Err(VerifyError::Misconfigured(format!(
             "the discovery document at {url} has no jwks_uri"
         ))),

@@ -15,6 +15,7 @@
 //! which HTTP answer fits: `Invalid` → 401, `Unavailable` and `Misconfigured` → 503.
 
 mod fetch;
+pub mod issuer;
 mod keys;
 
 use sha2::Digest as _;
@@ -219,6 +220,8 @@ struct RefreshState {
     /// From the discovery document; fetched once, again only after a failed JWKS fetch
     /// that suggests it moved.
     jwks_uri: Option<String>,
+    /// The `issuer` of that discovery document.
+    discovered_issuer: Option<String>,
     /// The last failed fetch, returned again (instead of refetching) until
     /// `min_refresh_interval` has passed, so a down issuer is not hammered either.
     last_failure: Option<(Instant, VerifyError)>,
@@ -299,14 +302,32 @@ impl Verifier {
     }
 
     /// Fetches discovery and the JWKS now, ignoring caches and rate limits (for
-    /// `idsync check`), and keeps the keys for later verifications. Returns e.g.
-    /// `"1 key (RS256) from http://.../jwks/"`.
+    /// `idsync check` and serve's start), and keeps the keys for later verifications.
+    /// Returns e.g. `"1 key (RS256) from http://.../jwks/"`, with a note when discovery
+    /// names another host (the expected public/internal split). A discovery document
+    /// whose issuer no token could match (see [`issuer::compare`]) is
+    /// [`VerifyError::Misconfigured`], saying what differs.
     pub async fn check(&self) -> Result<String, VerifyError> {
         self.inner.check_config()?;
         let mut state = self.inner.refresh.lock().await;
         state.jwks_uri = None;
         let set = self.inner.refresh_locked(&mut state).await?;
-        Ok(set.describe())
+        let keys = set.describe();
+        let Some(discovered) = state.discovered_issuer.clone() else {
+            return Ok(format!("{keys}; the discovery document names no issuer"));
+        };
+        match issuer::compare(
+            &self.inner.config.issuer,
+            &discovered,
+            &self.inner.discovery_url,
+        ) {
+            issuer::IssuerMatch::Same => Ok(format!("{keys}; issuer {discovered}")),
+            issuer::IssuerMatch::PublicInternalSplit { discovered } => Ok(format!(
+                "{keys}; discovery at {} names the issuer {discovered}, the host it was asked                  on: the expected public/internal split (tokens must carry {}, as they do when                  browsers reach the provider there)",
+                self.inner.discovery_url, self.inner.config.issuer
+            )),
+            issuer::IssuerMatch::Mismatch(why) => Err(VerifyError::Misconfigured(why)),
+        }
     }
 }
 
@@ -453,10 +474,11 @@ impl Inner {
         let jwks_uri = match &state.jwks_uri {
             Some(uri) => uri.clone(),
             None => {
-                let uri =
+                let discovered =
                     fetch::discover(&self.http, &self.discovery_url, &self.config.issuer).await?;
-                state.jwks_uri = Some(uri.clone());
-                uri
+                state.jwks_uri = Some(discovered.jwks_uri.clone());
+                state.discovered_issuer = discovered.issuer;
+                discovered.jwks_uri
             }
         };
         let result = async {

@@ -637,7 +637,14 @@ async fn check_fetches_now_and_describes_the_keys() {
     let issuer = TestIssuer::start().await;
     let verifier = verifier(&issuer);
     let summary = verifier.check().await.expect("issuer reachable");
-    assert_eq!(summary, format!("1 key (RS256) from {}", issuer.jwks_url()));
+    assert_eq!(
+        summary,
+        format!(
+            "1 key (RS256) from {}; issuer {}",
+            issuer.jwks_url(),
+            issuer.issuer()
+        )
+    );
     assert_eq!(issuer.discovery_fetches(), 1);
     assert_eq!(issuer.jwks_fetches(), 1);
     // The keys fetched by check serve later verifications.
@@ -652,6 +659,74 @@ async fn check_fetches_now_and_describes_the_keys() {
         summary.starts_with("2 keys (RS256, RS256) from "),
         "{summary}"
     );
+}
+
+/// The compose stack's case: tokens carry the public issuer (the host the browser used),
+/// while idsync reads discovery and keys from an internal host, whose discovery
+/// document names that internal host.
+#[tokio::test]
+async fn a_public_issuer_with_an_internal_discovery_url_works_and_check_says_why() {
+    let issuer = TestIssuer::start().await;
+    let public = format!(
+        "http://localhost:{}/application/o/idsync/",
+        issuer.addr().port()
+    );
+    let verifier = Verifier::new(
+        OidcConfig {
+            discovery_url: Some(issuer.discovery_url()),
+            ..config_with_issuer(&issuer, &public)
+        },
+        http(),
+    );
+    let summary = verifier.check().await.expect("an expected split is fine");
+    assert!(summary.contains("public/internal split"), "{summary}");
+    let token = issuer.token(&TokenSpec {
+        iss: Some(public.clone()),
+        ..TokenSpec::new()
+    });
+    let claims = verifier
+        .verify(&token)
+        .await
+        .expect("public issuer accepted");
+    assert_eq!(claims.iss, public);
+    // A token naming the internal issuer is not the configured one.
+    assert_invalid(
+        verifier.verify(&issuer.token(&TokenSpec::new())).await,
+        "issuer",
+    );
+}
+
+#[tokio::test]
+async fn check_fails_for_an_issuer_no_token_can_carry() {
+    let issuer = TestIssuer::start().await;
+    // Without the trailing slash Authentik puts in `iss`.
+    let no_slash = issuer.issuer().trim_end_matches('/').to_owned();
+    let verifier = Verifier::new(config_with_issuer(&issuer, &no_slash), http());
+    match verifier.check().await {
+        Err(VerifyError::Misconfigured(why)) => {
+            assert!(why.contains("slash"), "{why}");
+            assert!(why.contains(&issuer.issuer()), "says what to set: {why}");
+        }
+        other => panic!("expected a misconfiguration, got {other:?}"),
+    }
+    // localhost where the provider, asked at 127.0.0.1, names 127.0.0.1 (discovery from
+    // the configured host would name it too, so this is no internal split).
+    let localhost = format!(
+        "http://localhost:{}/application/o/idsync/",
+        issuer.addr().port()
+    );
+    let verifier = Verifier::new(config_with_issuer(&issuer, &localhost), http());
+    match verifier.check().await {
+        Err(VerifyError::Misconfigured(why)) => assert!(why.contains("127.0.0.1"), "{why}"),
+        other => panic!("expected a misconfiguration, got {other:?}"),
+    }
+}
+
+fn config_with_issuer(issuer: &TestIssuer, configured: &str) -> OidcConfig {
+    OidcConfig {
+        issuer: configured.to_owned(),
+        ..config(issuer)
+    }
 }
 
 #[tokio::test]

@@ -291,6 +291,19 @@ pub enum SubjectField {
     Email,
 }
 
+impl SubjectField {
+    /// The value as IDSYNC_OIDC_SUBJECT spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SubjectField::Pk => "pk",
+            SubjectField::Uuid => "uuid",
+            SubjectField::Uid => "uid",
+            SubjectField::Username => "username",
+            SubjectField::Email => "email",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// HTTP listen address.
@@ -351,6 +364,12 @@ pub struct ServeArgs {
     /// How often serve reconciles with Authentik's user list (one process per database at a time); 0 disables.
     #[arg(long, env = "IDSYNC_RECONCILE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub reconcile_interval: Duration,
+
+    /// The first reconcile runs this long after start (or after one interval, if that is
+    /// shorter): users Authentik sends no webhook for (the bootstrap admin, blueprints'
+    /// users, service accounts) appear soon after start.
+    #[arg(long, env = "IDSYNC_RECONCILE_START_DELAY", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub reconcile_start_delay: Duration,
 
     /// Live events a slow subscriber may fall behind before it catches up from the database.
     #[arg(long, env = "IDSYNC_FEED_BUFFER", default_value_t = 4096)]

@@ -79,6 +79,49 @@ async fn stub_pages_are_valid_paginated_user_lists() {
     assert_eq!(body["pagination"]["total_pages"], 1);
 }
 
+#[tokio::test]
+async fn stub_groups_and_me_are_valid_authentik_answers() {
+    let doc = reference::authentik_schema();
+    let stub = AuthentikStub::start("secret").await;
+    stub.upsert(fixtures::user(1).groups(&["staff", "ops"]).json());
+    stub.upsert(fixtures::user(2).groups(&["staff"]).json());
+    let staff = stub.group_uuid("staff").expect("staff");
+    let group = get(
+        &stub,
+        &format!("/api/v3/core/groups/{staff}/?include_users=false"),
+    )
+    .await;
+    ComponentValidator::new(doc, "Group", Strictness::Strict)
+        .expect("Group compiles")
+        .validate(&group)
+        .expect("a valid Group");
+    assert_eq!(group["users"], json!([1, 2]));
+    let page = get(&stub, "/api/v3/core/groups/?page_size=1").await;
+    ComponentValidator::new(doc, "PaginatedGroupList", Strictness::Strict)
+        .expect("compiles")
+        .validate(&page)
+        .expect("a valid PaginatedGroupList");
+    let me = get(&stub, "/api/v3/core/users/me/").await;
+    ComponentValidator::new(doc, "SessionUser", Strictness::Strict)
+        .expect("compiles")
+        .validate(&me)
+        .expect("a valid SessionUser");
+
+    // A rename keeps the uuid and shows everywhere; a delete leaves every member.
+    stub.rename_group("staff", "team");
+    let renamed = get(&stub, &format!("/api/v3/core/groups/{staff}/")).await;
+    assert_eq!(renamed["name"], "team");
+    let user = get(&stub, "/api/v3/core/users/2/").await;
+    assert_eq!(user["groups_obj"][0]["name"], "team");
+    assert_eq!(user["groups"][0], staff.to_string());
+    stub.delete_group("team");
+    let user = get(&stub, "/api/v3/core/users/1/").await;
+    assert_eq!(user["groups_obj"].as_array().map(Vec::len), Some(1));
+    user_validator(doc)
+        .validate(&user)
+        .expect("still a valid User");
+}
+
 #[test]
 fn broken_fixtures_fail() {
     let doc = reference::authentik_schema();

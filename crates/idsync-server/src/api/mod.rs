@@ -49,8 +49,12 @@ pub struct PageParams {
 impl PageParams {
     fn parse(query: Result<Query<PageParams>, QueryRejection>) -> Result<(i64, i64), ApiError> {
         let Query(p) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-        let after = p.after.unwrap_or(0);
-        let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+        p.check()
+    }
+
+    fn check(self) -> Result<(i64, i64), ApiError> {
+        let after = self.after.unwrap_or(0);
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if after < 0 {
             return Err(ApiError::InvalidRequest("after must be >= 0".to_owned()));
         }
@@ -61,6 +65,48 @@ impl PageParams {
         }
         Ok((after, limit))
     }
+}
+
+/// Authentik's user types. Authentik registers its outposts and the service accounts of
+/// client-credentials grants as users too; a filter keeps people's lists to people.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserType {
+    Internal,
+    External,
+    ServiceAccount,
+    InternalServiceAccount,
+}
+
+impl UserType {
+    fn as_str(self) -> &'static str {
+        match self {
+            UserType::Internal => "internal",
+            UserType::External => "external",
+            UserType::ServiceAccount => "service_account",
+            UserType::InternalServiceAccount => "internal_service_account",
+        }
+    }
+}
+
+/// Longest search prefix accepted.
+const MAX_QUERY_LEN: usize = 100;
+
+/// `/api/users`: keyset paging, narrowed by a search prefix and a type.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsersQuery {
+    /// Return users with a pk greater than this. Default 0: from the start.
+    after: Option<i64>,
+    /// At most this many users, 1..=1000. Default 100.
+    limit: Option<i64>,
+    /// Only users whose username, email or name starts with this (case-insensitive), at
+    /// most 100 characters.
+    q: Option<String>,
+    /// Only users of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type", inline)]
+    user_type: Option<UserType>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -125,7 +171,7 @@ async fn whoami(AuthUser(caller): AuthUser) -> Json<WhoAmI> {
     responses(
         (status = 200, description = "the caller's user", body = UserRow),
         (status = 401, description = "missing or invalid token", body = ErrorBody),
-        (status = 404, description = "the caller's user is not synced yet", body = ErrorBody),
+        (status = 404, description = "the caller's user is not synced yet, and Authentik did not return it when asked", body = ErrorBody),
         (status = 503, description = "OIDC not configured or issuer unreachable", body = ErrorBody),
     ))]
 async fn me(
@@ -138,15 +184,23 @@ async fn me(
             caller.claims.sub
         ))
     };
-    let pk = caller.user_pk.ok_or_else(not_synced)?;
-    users::get(&state.pool, pk)
-        .await?
-        .map(Json)
-        .ok_or_else(not_synced)
+    if let Some(pk) = caller.user_pk
+        && let Some(row) = users::get(&state.pool, pk).await?
+    {
+        return Ok(Json(row));
+    }
+    // Valid, but not synced yet (Authentik sent no webhook for this user): ask for them.
+    if let Some(on_demand) = &state.on_demand
+        && let Some(row) = on_demand.fetch(&state.pool, &caller.claims.sub).await
+    {
+        return Ok(Json(row));
+    }
+    Err(not_synced())
 }
 
-/// Users ordered by pk, a page at a time (admins only).
-#[utoipa::path(get, path = "/api/users", tag = "users", security(("bearer" = [])), params(PageParams),
+/// Users ordered by pk, a page at a time, optionally searched by a prefix of the
+/// username, email or name, and by type (admins only).
+#[utoipa::path(get, path = "/api/users", tag = "users", security(("bearer" = [])), params(UsersQuery),
     responses(
         (status = 200, description = "OK", body = UsersPage),
         (status = 400, description = "invalid paging parameters", body = ErrorBody), (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
@@ -155,11 +209,29 @@ async fn me(
 async fn list_users(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
-    query: Result<Query<PageParams>, QueryRejection>,
+    query: Result<Query<UsersQuery>, QueryRejection>,
 ) -> Result<Json<UsersPage>, ApiError> {
     caller.require_admin()?;
-    let (after, limit) = PageParams::parse(query)?;
-    let page = users::page(&state.pool, after, limit).await?;
+    let Query(query) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let (after, limit) = PageParams {
+        after: query.after,
+        limit: query.limit,
+    }
+    .check()?;
+    let prefix = query.q.filter(|q| !q.is_empty());
+    if prefix
+        .as_ref()
+        .is_some_and(|q| q.chars().count() > MAX_QUERY_LEN)
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "q must be at most {MAX_QUERY_LEN} characters"
+        )));
+    }
+    let filter = users::UserFilter {
+        prefix,
+        user_type: query.user_type.map(|t| t.as_str().to_owned()),
+    };
+    let page = users::search(&state.pool, &filter, after, limit).await?;
     let next_after = (page.len() as i64 == limit)
         .then(|| page.last().map(|u| u.pk))
         .flatten();

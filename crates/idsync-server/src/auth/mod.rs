@@ -108,8 +108,8 @@ impl Auth {
             SubjectField::Uuid => "uuid::text",
             SubjectField::Username => "username",
             SubjectField::Email => "email",
-            // The read model does not keep Authentik's hashed `uid`.
-            SubjectField::Uid => return Ok(None),
+            // sub_mode hashed_user_id, Authentik's default.
+            SubjectField::Uid => "uid",
         };
         Ok(sqlx::query_scalar(&format!(
             "SELECT pk FROM users WHERE {column} = $1 AND deleted_at IS NULL ORDER BY pk LIMIT 1"
@@ -119,6 +119,51 @@ impl Auth {
         .await
         .map_err(idsync_store::StoreError::from)?)
     }
+}
+
+/// How many synced users the configured subject field can find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectCoverage {
+    /// Users not deleted.
+    pub users: i64,
+    /// Of those, how many have the field (`uid` is missing before reconcile fills it).
+    pub resolvable: i64,
+}
+
+impl SubjectCoverage {
+    /// Why no caller can be resolved, when that is so: users exist but none has the
+    /// field. `None` when all is well (or there is nobody yet).
+    pub fn verdict(self, field: SubjectField) -> Option<String> {
+        (self.users > 0 && self.resolvable == 0).then(|| {
+            let fix = match field {
+                SubjectField::Uid => "run `idsync reconcile` once to fill in Authentik's uid for users synced before idsync kept it",
+                _ => "check that IDSYNC_OIDC_SUBJECT matches the provider's sub_mode",
+            };
+            format!(
+                "IDSYNC_OIDC_SUBJECT={}: none of the {} synced users has that field, so no caller                  can be resolved and /api/me answers 404: {fix}",
+                field.name(),
+                self.users
+            )
+        })
+    }
+}
+
+/// [`SubjectCoverage`] of `field` in the read model.
+pub async fn subject_coverage(
+    pool: &PgPool,
+    field: SubjectField,
+) -> Result<SubjectCoverage, idsync_store::StoreError> {
+    let condition = match field {
+        SubjectField::Pk | SubjectField::Uuid | SubjectField::Username => "true",
+        SubjectField::Email => "email <> ''",
+        SubjectField::Uid => "uid IS NOT NULL",
+    };
+    let (users, resolvable): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), count(*) FILTER (WHERE {condition}) FROM users WHERE deleted_at IS NULL"
+    ))
+    .fetch_one(pool)
+    .await?;
+    Ok(SubjectCoverage { users, resolvable })
 }
 
 /// `Authorization: Bearer <token>`.

@@ -48,11 +48,11 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     let trusted_proxies = crate::feeds::identity::TrustedProxies::parse(&args.trusted_proxies)
         .map_err(CliError::Config)?;
     let hub = crate::feeds::Hub::new(args.feed_buffer);
-    let auth = crate::auth::Auth {
+    let auth = Arc::new(crate::auth::Auth {
         verifier: args.oidc_verifier()?,
         subject: args.oidc_subject,
         admin_group: args.admin_group.clone(),
-    };
+    });
 
     let cancel = CancellationToken::new();
     shutdown::cancel_on_signal(cancel.clone());
@@ -70,7 +70,15 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
             store.clone(),
             client,
             args.reconcile_interval,
+            args.reconcile_start_delay,
         )
+    });
+    let on_demand = authentik.clone().map(|client| {
+        Arc::new(crate::sync::on_demand::OnDemand::new(
+            client,
+            args.oidc_subject,
+            wake_sync.clone(),
+        ))
     });
     let syncer = match authentik {
         Some(client) => Some(Arc::new(Syncer::new(
@@ -111,6 +119,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
             hub: hub.clone(),
             syncer,
             reconcile,
+            auth: auth.clone(),
         },
         readiness.clone(),
         cancel.clone(),
@@ -130,10 +139,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         intake: crate::intake::IntakeQueue::start(pool.clone(), INTAKE_WRITERS),
         wake_sync,
         metrics: crate::metrics::install(),
-        auth: Arc::new(auth),
+        auth,
         hub: hub.clone(),
         trusted_proxies: Arc::new(trusted_proxies),
         shutdown: cancel.clone(),
+        rejections: crate::intake::Rejections::default(),
+        on_demand,
     };
     tracing::info!(
         %addr,
@@ -166,6 +177,7 @@ struct Background {
     hub: crate::feeds::Hub,
     syncer: Option<Arc<Syncer>>,
     reconcile: Option<crate::reconcile::Periodic>,
+    auth: Arc<crate::auth::Auth>,
 }
 
 /// Bring the database up to date, then start the work that needs it. Retried with
@@ -184,6 +196,7 @@ async fn bootstrap(
         hub,
         syncer,
         reconcile,
+        auth,
     } = background;
     let mut backoff = Duration::from_millis(200);
     readiness.set("startup", "applying database migrations");
@@ -217,6 +230,12 @@ async fn bootstrap(
         cancel.clone(),
     ));
     tracker.spawn(hub.run(pool.clone(), notifier.clone(), cancel.clone()));
+    tracker.spawn(startup_checks(
+        pool.clone(),
+        auth,
+        readiness.clone(),
+        cancel.clone(),
+    ));
     tracker.spawn(notifier.run(pool, cancel.clone()));
     if let Some(periodic) = reconcile {
         tracker.spawn(periodic.run(cancel.clone()));
@@ -225,5 +244,57 @@ async fn bootstrap(
         for slot in 0..syncer.concurrency() {
             tracker.spawn(syncer.clone().run(slot, cancel.clone()));
         }
+    }
+}
+
+/// Settings that cannot work are told at start, not by the first user's 401 or 404:
+/// whether the token subject field can resolve any synced user, and whether the OIDC
+/// issuer's discovery document matches IDSYNC_OIDC_ISSUER. Both become `/readyz`
+/// warnings (webhooks are still stored meanwhile). The issuer is asked again until it
+/// answers as expected: in a compose stack Authentik may come up (and apply its
+/// blueprints) long after idsync.
+async fn startup_checks(
+    pool: PgPool,
+    auth: Arc<crate::auth::Auth>,
+    readiness: Readiness,
+    cancel: CancellationToken,
+) {
+    match crate::auth::subject_coverage(&pool, auth.subject).await {
+        Ok(coverage) => {
+            if let Some(why) = coverage.verdict(auth.subject) {
+                tracing::warn!("{why}");
+                readiness.warn("oidc_subject", why);
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot check IDSYNC_OIDC_SUBJECT against the read model")
+        }
+    }
+    let Some(verifier) = &auth.verifier else {
+        return;
+    };
+    let mut delay = Duration::from_secs(2);
+    loop {
+        match verifier.check().await {
+            Ok(summary) => {
+                tracing::info!(%summary, "OIDC issuer checked");
+                readiness.clear_warning("oidc");
+                return;
+            }
+            Err(err) => {
+                let text = format!("{err} (checked again in {} s)", delay.as_secs());
+                if matches!(err, idsync_oidc::VerifyError::Misconfigured(_)) {
+                    tracing::error!(error = %err, "the OIDC issuer does not match the settings: tokens will be refused");
+                } else {
+                    tracing::warn!(error = %err, "cannot reach the OIDC issuer yet");
+                }
+                readiness.warn("oidc", text);
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(300));
     }
 }

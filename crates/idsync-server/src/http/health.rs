@@ -41,7 +41,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         Err(_) => reasons.push("database: no answer within 3 s".to_owned()),
     }
     reasons.extend(state.readiness.reasons());
-    let warnings = state.readiness.warnings();
+    let mut warnings = state.readiness.warnings();
+    warnings.extend(state.rejections.warning().map(|w| format!("webhook: {w}")));
     let (status, mut body) = if reasons.is_empty() {
         (StatusCode::OK, json!({"status": "ready"}))
     } else {

@@ -37,6 +37,10 @@ pub struct AppState {
     pub trusted_proxies: Arc<crate::feeds::identity::TrustedProxies>,
     /// Cancelled on SIGTERM: open streams and sockets end so shutdown is prompt.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Webhooks refused for their secret, for the log and `/readyz`.
+    pub rejections: intake::Rejections,
+    /// Syncs a caller's user at once when it is unknown (with Authentik configured).
+    pub on_demand: Option<Arc<crate::sync::on_demand::OnDemand>>,
 }
 
 /// Reasons background components give for the process not being ready (Authentik
@@ -78,6 +82,12 @@ impl Readiness {
     pub fn warn(&self, component: &'static str, warning: impl Into<String>) {
         if let Ok(mut map) = self.warnings.write() {
             map.insert(component, warning.into());
+        }
+    }
+
+    pub fn clear_warning(&self, component: &'static str) {
+        if let Ok(mut map) = self.warnings.write() {
+            map.remove(component);
         }
     }
 

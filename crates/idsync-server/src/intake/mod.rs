@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use futures::StreamExt;
 use idsync_authentik::webhook::{self, Parsed, Subject};
@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 mod queue;
+mod rejections;
 
 pub use queue::{IntakeError, IntakeQueue};
+pub use rejections::Rejections;
 
 use crate::ApiError;
 use crate::http::AppState;
@@ -44,10 +46,14 @@ pub const MAX_BODY: usize = 64 * 1024;
     ))]
 pub async fn receive(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let result = handle(&state, &headers, body).await;
+    if let Err(ApiError::Unauthorized(_)) = &result {
+        state.rejections.record(peer.ip());
+    }
     let outcome = match &result {
         Ok((StatusCode::OK, _)) => "duplicate",
         Ok((_, body)) if body["status"] == "ignored" => "ignored",

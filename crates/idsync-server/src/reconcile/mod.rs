@@ -764,6 +764,7 @@ pub struct Periodic {
     store: Arc<EventStore>,
     client: AuthentikClient,
     interval: Duration,
+    start_delay: Duration,
 }
 
 impl Periodic {
@@ -773,26 +774,35 @@ impl Periodic {
         store: Arc<EventStore>,
         client: AuthentikClient,
         interval: Duration,
+        start_delay: Duration,
     ) -> Option<Self> {
         (!interval.is_zero()).then_some(Self {
             pool,
             store,
             client,
             interval,
+            start_delay,
         })
     }
 
-    /// Reconcile every interval until `cancel` fires. The first run is one interval
-    /// after start, not at start: a fleet restarting together would otherwise all list
-    /// Authentik at once, and the lock makes all but one of them skip anyway.
+    /// Reconcile every interval until `cancel` fires. The first run comes `start_delay`
+    /// after start (or one interval, if shorter): Authentik sends no webhook for some
+    /// users (the bootstrap admin, those of blueprints, service accounts), and they
+    /// should not wait an hour. A jitter of up to a quarter of the delay keeps a fleet
+    /// that restarts together from listing Authentik at the same moment; the lock makes
+    /// all but one of them skip anyway.
     pub async fn run(self, cancel: CancellationToken) {
-        tracing::info!(interval = ?self.interval, "periodic reconcile enabled");
+        tracing::info!(interval = ?self.interval, start_delay = ?self.start_delay, "periodic reconcile enabled");
+        let first = self.start_delay.min(self.interval);
+        let first = first + first.mul_f64(rand::random::<f64>() / 4.0);
+        let mut wait = first;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(self.interval) => {}
+                () = tokio::time::sleep(wait) => {}
             }
             self.run_once(&cancel).await;
+            wait = self.interval;
         }
     }
 
@@ -924,8 +934,17 @@ mod tests {
         )
         .expect("client");
         assert!(
-            Periodic::new(pool.clone(), store.clone(), client.clone(), Duration::ZERO).is_none()
+            Periodic::new(
+                pool.clone(),
+                store.clone(),
+                client.clone(),
+                Duration::ZERO,
+                Duration::ZERO
+            )
+            .is_none()
         );
-        assert!(Periodic::new(pool, store, client, Duration::from_secs(1)).is_some());
+        assert!(
+            Periodic::new(pool, store, client, Duration::from_secs(1), Duration::ZERO).is_some()
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! becomes its events once.
 
 mod groups;
+pub mod on_demand;
 
 use std::sync::Arc;
 use std::time::Duration;

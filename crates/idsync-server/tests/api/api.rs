@@ -174,6 +174,97 @@ async fn a_valid_token_reads_its_own_user_and_admins_page_through_everyone(pool:
 }
 
 #[sqlx::test(migrations = false)]
+async fn admins_search_users_by_prefix_and_type(pool: PgPool) {
+    let stub = AuthentikStub::start(TOKEN).await;
+    let people = [
+        (11, "jane", "jane@example.org", "Jane Doe", "internal"),
+        (12, "janet", "jt@example.org", "Janet Roe", "internal"),
+        (13, "bob", "bob@jane.example", "Bob_Smith", "external"),
+        (
+            14,
+            "ak-outpost-1",
+            "",
+            "Outpost",
+            "internal_service_account",
+        ),
+        (15, "x%y", "percent@example.org", "Per Cent", "internal"),
+    ];
+    for (pk, username, email, name, user_type) in people {
+        stub.upsert(
+            fixtures::user(pk)
+                .username(username)
+                .email(email)
+                .name(name)
+                .user_type(user_type)
+                .json(),
+        );
+    }
+    let issuer = TestIssuer::start().await;
+    let (iss, aud) = (issuer.issuer(), issuer.client_id());
+    let app = serve_with_stub(
+        &pool,
+        &stub,
+        &[
+            ("IDSYNC_OIDC_ISSUER", iss.as_str()),
+            ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
+        ],
+    )
+    .await;
+    for (pk, ..) in people {
+        let (status, _) = post_json(&app, &json!({"event_type": "model_created", "pk": pk})).await;
+        assert_eq!(status, 202);
+    }
+    projected(&pool, Duration::from_secs(20)).await;
+    let admin = admin_token(&issuer, 11);
+    let pks = |page: &Value| -> Vec<i64> {
+        page["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .map(|u| u["pk"].as_i64().expect("pk"))
+            .collect()
+    };
+    for (query, expected) in [
+        ("q=jan", vec![11, 12]),  // username prefix
+        ("q=JANE", vec![11, 12]), // case-insensitive; not bob@jane (not a prefix)
+        ("q=jane%20d", vec![11]), // name prefix ("Jane Doe")
+        ("q=jt%40", vec![12]),    // email prefix
+        ("q=bob_", vec![13]),     // `_` is literal, not a wildcard
+        ("q=x%25", vec![15]),     // so is `%`
+        ("q=%25", vec![]),        // a bare `%` matches no prefix
+        ("type=external", vec![13]),
+        ("type=internal_service_account", vec![14]),
+        ("q=j&type=internal", vec![11, 12]),
+        ("q=nobody", vec![]),
+    ] {
+        let (status, page, _) = get(&app, &format!("/api/users?{query}"), Some(&admin)).await;
+        assert_eq!(status, 200, "{query}: {page}");
+        assert_eq!(pks(&page), expected, "{query}");
+    }
+    // Keyset paging works with a search.
+    let (_, first, _) = get(&app, "/api/users?q=jan&limit=1", Some(&admin)).await;
+    assert_eq!(
+        (pks(&first), first["next_after"].as_i64()),
+        (vec![11], Some(11))
+    );
+    let (_, second, _) = get(&app, "/api/users?q=jan&limit=1&after=11", Some(&admin)).await;
+    assert_eq!(pks(&second), vec![12]);
+    // Bad filters are a clear 400.
+    let long = "a".repeat(101);
+    for query in [format!("q={long}"), "type=robot".to_owned()] {
+        let (status, body, _) = get(&app, &format!("/api/users?{query}"), Some(&admin)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}"
+        );
+    }
+    // Not for non-admins.
+    let (status, _, _) = get(&app, "/api/users?q=jan", Some(&user_token(&issuer, 12))).await;
+    assert_eq!(status, 403);
+}
+
+#[sqlx::test(migrations = false)]
 async fn every_bad_token_is_a_401_with_the_right_challenge(pool: PgPool) {
     let w = world(&pool).await;
     let spec = TokenSpec::new().sub("3");
@@ -381,12 +472,42 @@ async fn without_an_issuer_protected_endpoints_say_what_to_set(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn issuer_down_with_an_empty_cache_is_503_not_500(pool: PgPool) {
-    let w = world(&pool).await;
-    let token = user_token(&w.issuer, 3);
-    w.issuer.set_down(true);
-    let (status, body, _) = get(&w.app, "/api/me", Some(&token)).await;
+    // Down from the start, so serve's own check at start cannot have fetched the keys.
+    let stub = AuthentikStub::start(TOKEN).await;
+    let issuer = TestIssuer::start().await;
+    issuer.set_down(true);
+    let (iss, aud) = (issuer.issuer(), issuer.client_id());
+    let app = serve_with_stub(
+        &pool,
+        &stub,
+        &[
+            ("IDSYNC_OIDC_ISSUER", iss.as_str()),
+            ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
+        ],
+    )
+    .await;
+    let token = user_token(&issuer, 3);
+    let (status, body, _) = get(&app, "/api/me", Some(&token)).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "auth_unavailable");
+    // And /readyz says why, as a warning (webhooks are still stored).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready: Value = app
+            .http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("JSON");
+        if ready["warnings"].to_string().contains("oidc") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[sqlx::test(migrations = false)]

@@ -52,6 +52,9 @@ pub fn binary() -> Command {
     cmd.env_clear()
         .env("RUST_LOG", "info")
         .env("IDSYNC_LOG_FORMAT", "json")
+        // The start-up reconcile would register the stub's users behind a test's back;
+        // tests of it set this themselves.
+        .env("IDSYNC_RECONCILE_START_DELAY", "1h")
         .kill_on_drop(true);
     cmd
 }

@@ -3,6 +3,7 @@
 
 mod api;
 mod blueprints;
+mod checks;
 mod feeds;
 mod groups;
 mod health;
@@ -12,4 +13,5 @@ mod migrate;
 mod projections;
 mod reconcile;
 mod startup;
+mod subjects;
 mod sync;

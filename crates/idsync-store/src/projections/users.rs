@@ -105,19 +105,64 @@ pub async fn get<'e>(db: impl PgExecutor<'e>, pk: i64) -> Result<Option<UserRow>
     )
 }
 
-/// A page of users with `pk > after`, by pk (keyset paging: stable under inserts).
-pub async fn page<'e>(
+/// What a page of users is narrowed to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFilter {
+    /// A case-insensitive prefix of the username, the email or the name.
+    pub prefix: Option<String>,
+    /// Authentik's user type (`internal`, `external`, `service_account`,
+    /// `internal_service_account`).
+    pub user_type: Option<String>,
+}
+
+/// A page of the users matching `filter` with `pk > after`, by pk (keyset paging: stable
+/// under inserts).
+pub async fn search<'e>(
     db: impl PgExecutor<'e>,
+    filter: &UserFilter,
     after: i64,
     limit: i64,
 ) -> Result<Vec<UserRow>, StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM users WHERE pk > $1 ORDER BY pk LIMIT $2"
-    ))
-    .bind(after)
-    .bind(limit.clamp(0, 1000))
-    .fetch_all(db)
-    .await?)
+    let pattern = filter
+        .prefix
+        .as_deref()
+        .map(|p| format!("{}%", escape_like(&p.to_lowercase())));
+    // Conditions are left out rather than made `$n IS NULL OR ...`: a prepared
+    // statement's generic plan cannot use the prefix indexes through such an OR.
+    let mut sql = format!("SELECT {COLUMNS} FROM users WHERE pk > $1");
+    if pattern.is_some() {
+        sql.push_str(
+            " AND (lower(username) LIKE $3 OR lower(email) LIKE $3 OR lower(name) LIKE $3)",
+        );
+    }
+    if filter.user_type.is_some() {
+        sql.push_str(if pattern.is_some() {
+            " AND type = $4"
+        } else {
+            " AND type = $3"
+        });
+    }
+    sql.push_str(" ORDER BY pk LIMIT $2");
+    let mut query = sqlx::query_as(&sql).bind(after).bind(limit.clamp(0, 1000));
+    if let Some(pattern) = pattern {
+        query = query.bind(pattern);
+    }
+    if let Some(user_type) = &filter.user_type {
+        query = query.bind(user_type.as_str());
+    }
+    Ok(query.fetch_all(db).await?)
+}
+
+/// `text` with LIKE's wildcards and escape character taken literally.
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Every user not deleted, by pk (reconcile compares them all with Authentik).
@@ -604,7 +649,13 @@ struct Columns<'r> {
 
 #[cfg(test)]
 mod tests {
-    use super::array_literal;
+    use super::{array_literal, escape_like};
+
+    #[test]
+    fn like_wildcards_are_taken_literally() {
+        assert_eq!(escape_like("a_b%c\\d"), "a\\_b\\%c\\\\d");
+        assert_eq!(escape_like("jane"), "jane");
+    }
 
     #[test]
     fn array_literals_quote_everything() {
