@@ -277,10 +277,7 @@ try {
     IDSYNC_RECONCILE_INTERVAL: '0',
     IDSYNC_SYNC_RETRY_MIN: '100ms',
     IDSYNC_LOG_FORMAT: 'json',
-    // idsync_server::sync's `info` span is entered across an .await (sync/mod.rs,
-    // Syncer::process), which makes tracing-subscriber panic under load ("tried to clone a
-    // span that already closed"). Until that is fixed, that span stays disabled here.
-    RUST_LOG: process.env.RUST_LOG ?? 'info,idsync_server::sync=warn',
+    RUST_LOG: process.env.RUST_LOG ?? 'info',
   };
   const startIdsync = async () => {
     const t = performance.now();
