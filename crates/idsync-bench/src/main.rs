@@ -7,6 +7,7 @@ mod auth;
 mod fanout;
 mod intake;
 mod latency;
+mod read;
 mod reconcile;
 mod replay;
 mod support;
@@ -50,6 +51,9 @@ enum Bench {
     /// Webhook → event on an open SSE stream, at a fixed webhook rate, with a local
     /// Authentik stub answering at once.
     Latency(latency::Args),
+    /// `/api/me`, `/api/users/{pk}` and a page of `/api/users` with many callers' tokens,
+    /// each beside pgbench running the same SQL at the same concurrency.
+    Read(read::Args),
 }
 
 #[tokio::main]
@@ -58,6 +62,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.bench {
         Bench::Intake(args) => intake::run(&cli.database_url, args).await,
         Bench::Replay(args) => replay::run(&cli.database_url, args).await,
+        Bench::Read(args) => read::run(&cli.database_url, args).await,
         Bench::Auth(args) => auth::run(&cli.database_url, args).await,
         Bench::Reconcile(args) => reconcile::run(&cli.database_url, args).await,
         Bench::Fanout(args) => fanout::run(&cli.database_url, args).await,

@@ -48,6 +48,7 @@ pub const RECONCILE_LAST_RUN: &str = "idsync_reconcile_last_run_timestamp_second
 pub const RECONCILE_LAST_SUCCESS: &str = "idsync_reconcile_last_success";
 pub const RECONCILE_LAST_DURATION: &str = "idsync_reconcile_last_duration_seconds";
 pub const RECONCILE_LAST_USERS: &str = "idsync_reconcile_last_users";
+pub const USERS_CACHE_READS: &str = "idsync_users_cache_reads_total";
 
 /// Install the process-wide recorder. Returns None if one is installed already.
 pub fn install() -> Option<PrometheusHandle> {
@@ -98,6 +99,12 @@ fn describe() {
     metrics::describe_gauge!(
         RECONCILE_LAST_USERS,
         "Users by result in this process's last successful reconcile run"
+    );
+    metrics::describe_counter!(
+        USERS_CACHE_READS,
+        "Reads of one user by the API: hit (from this process's cache), fill (from Postgres, \
+         then cached), miss (from Postgres, not cacheable now: a notification not yet read, \
+         a lagging projection, a resync)"
     );
 }
 

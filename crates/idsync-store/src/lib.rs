@@ -15,4 +15,4 @@ pub mod projections;
 pub use error::StoreError;
 pub use event_store::{AppendedEvent, EventStore};
 pub use feed::FeedItem;
-pub use notify::{FeedSignal, Notifier};
+pub use notify::{FeedSignal, Notifier, Watermarks};

@@ -5,6 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use idsync_store::feed::{self, FeedItem};
 use idsync_store::projections::users::{self, UserRow};
+use idsync_store::projections::users_cache;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -177,7 +178,7 @@ async fn whoami(AuthUser(caller): AuthUser) -> Json<WhoAmI> {
 async fn me(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
-) -> Result<Json<UserRow>, ApiError> {
+) -> Result<UserJson, ApiError> {
     let not_synced = || {
         ApiError::NotFound(format!(
             "no synced user for subject {:?} yet (it appears once Authentik's webhook or reconcile brings it)",
@@ -185,17 +186,61 @@ async fn me(
         ))
     };
     if let Some(pk) = caller.user_pk
-        && let Some(row) = users::get(&state.pool, pk).await?
+        && let Some(user) = user_json(&state, pk).await?
     {
-        return Ok(Json(row));
+        return Ok(user);
     }
     // Valid, but not synced yet (Authentik sent no webhook for this user): ask for them.
     if let Some(on_demand) = &state.on_demand
         && let Some(row) = on_demand.fetch(&state.pool, &caller.claims.sub).await
     {
-        return Ok(Json(row));
+        return Ok(UserJson::of(&row));
     }
     Err(not_synced())
+}
+
+/// A user as the API sends it: the JSON of a [`UserRow`], made once and possibly shared
+/// by the users cache.
+pub struct UserJson(axum::body::Bytes);
+
+impl UserJson {
+    fn of(row: &UserRow) -> Self {
+        Self(serde_json::to_vec(row).unwrap_or_default().into())
+    }
+}
+
+impl axum::response::IntoResponse for UserJson {
+    fn into_response(self) -> axum::response::Response {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            self.0,
+        )
+            .into_response()
+    }
+}
+
+/// User `pk`, from this process's users cache when it may answer, else from Postgres
+/// (caching the row when that is safe: see `users_cache`).
+async fn user_json(state: &AppState, pk: i64) -> Result<Option<UserJson>, ApiError> {
+    use crate::metrics::USERS_CACHE_READS;
+    let cache = &state.users_cache;
+    if let Some(hit) = cache.get(pk) {
+        metrics::counter!(USERS_CACHE_READS, "result" => "hit").increment(1);
+        return Ok(Some(UserJson(hit.json.clone())));
+    }
+    let Some(ticket) = cache.ticket() else {
+        metrics::counter!(USERS_CACHE_READS, "result" => "miss").increment(1);
+        return Ok(users::get(&state.pool, pk)
+            .await?
+            .map(|row| UserJson::of(&row)));
+    };
+    metrics::counter!(USERS_CACHE_READS, "result" => "fill").increment(1);
+    Ok(users_cache::get_with_checkpoint(&state.pool, pk)
+        .await?
+        .map(|(row, checkpoint)| UserJson(cache.fill(ticket, &row, checkpoint))))
 }
 
 /// Users ordered by pk, a page at a time, optionally searched by a prefix of the
@@ -252,11 +297,10 @@ async fn get_user(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
     Path(pk): Path<i64>,
-) -> Result<Json<UserRow>, ApiError> {
+) -> Result<UserJson, ApiError> {
     caller.require_read(pk)?;
-    users::get(&state.pool, pk)
+    user_json(&state, pk)
         .await?
-        .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no user {pk}")))
 }
 

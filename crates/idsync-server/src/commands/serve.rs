@@ -47,7 +47,11 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     let authentik = args.authentik.client()?;
     let trusted_proxies = crate::feeds::identity::TrustedProxies::parse(&args.trusted_proxies)
         .map_err(CliError::Config)?;
-    let hub = crate::feeds::Hub::new(args.feed_buffer);
+    let notifier = Notifier::new(NOTIFY_CAPACITY);
+    let users_cache = Arc::new(idsync_store::projections::users_cache::UsersCache::new(
+        notifier.watermarks(),
+    ));
+    let hub = crate::feeds::Hub::new(args.feed_buffer, users_cache.clone());
     let auth = Arc::new(crate::auth::Auth {
         verifier: args.oidc_verifier()?,
         subject: args.oidc_subject,
@@ -60,7 +64,6 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     let pool = db::lazy_pool(&global.database_url, &global.pool_config())?;
     let readiness = Readiness::default();
     let tracker = TaskTracker::new();
-    let notifier = Notifier::new(NOTIFY_CAPACITY);
     let wake_sync = Arc::new(tokio::sync::Notify::new());
     let store = Arc::new(EventStore::new(pool.clone()));
     // Periodic reconcile shares the Syncer's client; none without Authentik or with interval 0.
@@ -145,6 +148,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         shutdown: cancel.clone(),
         rejections: crate::intake::Rejections::default(),
         on_demand,
+        users_cache,
     };
     tracing::info!(
         %addr,

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use idsync_store::projections::users_cache::UsersCache;
 use idsync_store::{FeedSignal, Notifier, feed};
 
 use super::{LiveBatch, LiveItem};
@@ -17,14 +18,16 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct Hub {
     tx: broadcast::Sender<LiveBatch>,
+    /// Told of every event the hub reads, before anyone else sees it.
+    users_cache: Arc<UsersCache>,
 }
 
 impl Hub {
     /// `capacity`: how many events a subscriber may fall behind before it is told it
     /// lagged (it then catches up from the database).
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, users_cache: Arc<UsersCache>) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        Self { tx }
+        Self { tx, users_cache }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<LiveBatch> {
@@ -34,7 +37,9 @@ impl Hub {
     /// Read and broadcast new events whenever the notifier signals, until `cancel`.
     pub async fn run(self, pool: PgPool, notifier: Notifier, cancel: CancellationToken) {
         let mut signals = notifier.subscribe();
+        let watermarks = notifier.watermarks();
         // Start at the current head: subscribers read anything older themselves.
+        let resyncs = watermarks.resyncs();
         let mut head = loop {
             match feed::head(&pool).await {
                 Ok(h) => break h,
@@ -47,6 +52,7 @@ impl Hub {
                 }
             }
         };
+        self.users_cache.caught_up(resyncs, head);
         let mut last_broadcast = tokio::time::Instant::now();
         let mut read_again = false;
         loop {
@@ -68,12 +74,20 @@ impl Hub {
                     () = tokio::time::sleep_until(last_broadcast + pause) => {}
                 }
             }
+            // Read before reading: a complete read from here covers whatever a resync
+            // up to now may have hidden.
+            let resyncs = watermarks.resyncs();
             loop {
                 match feed::read_after(&pool, head, feed::MAX_PAGE).await {
-                    Ok(items) if items.is_empty() => break,
+                    Ok(items) if items.is_empty() => {
+                        self.users_cache.caught_up(resyncs, head);
+                        break;
+                    }
                     Ok(items) => {
                         let full = items.len() as i64 == feed::MAX_PAGE;
                         head = items.last().map_or(head, |i| i.position);
+                        self.users_cache
+                            .invalidate(items.iter().map(|i| i.user_pk), head);
                         let batch: LiveBatch = items
                             .into_iter()
                             .map(|i| Arc::new(LiveItem::new(i)))
@@ -82,6 +96,7 @@ impl Hub {
                         let _ = self.tx.send(batch);
                         last_broadcast = tokio::time::Instant::now();
                         if !full {
+                            self.users_cache.caught_up(resyncs, head);
                             break;
                         }
                     }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub rejections: intake::Rejections,
     /// Syncs a caller's user at once when it is unknown (with Authentik configured).
     pub on_demand: Option<Arc<crate::sync::on_demand::OnDemand>>,
+    /// Users' rows as the API sends them, kept correct by the hub.
+    pub users_cache: Arc<idsync_store::projections::users_cache::UsersCache>,
 }
 
 /// Reasons background components give for the process not being ready (Authentik

@@ -5,6 +5,7 @@ mod api;
 mod blueprints;
 mod checks;
 mod feeds;
+mod freshness;
 mod groups;
 mod health;
 mod helpers;

@@ -4,6 +4,7 @@
 pub mod projector;
 pub mod replay;
 pub mod users;
+pub mod users_cache;
 
 use std::future::Future;
 

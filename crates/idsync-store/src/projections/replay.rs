@@ -168,6 +168,13 @@ pub async fn replay<P: Projection>(
     .bind(position)
     .execute(&mut *tx)
     .await?;
+    // Every process may hold rows of the old table (the users cache): delivered at
+    // commit, this tells them to trust none of it.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::notify::CHANNEL)
+        .bind(crate::notify::RESYNC_PAYLOAD)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     progress.update(done, position);
     let _ = conn.close().await;
