@@ -26,7 +26,7 @@ pub struct Args {
     callers: i64,
 }
 
-/// The columns the API reads (the CONTRACT's user).
+/// The columns the API reads for one user (the CONTRACT's user).
 const COLUMNS: &str = "pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position";
 
 pub async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
@@ -114,8 +114,12 @@ async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
 
     let one_sql =
         format!("\\set pk random(1, {callers})\nSELECT {COLUMNS} FROM users WHERE pk = :pk;\n");
+    // The very statement idsync runs for a page (a JSON array built by Postgres).
+    let page_query = idsync_store::projections::users::search_sql(&Default::default())
+        .replace("$1", ":after")
+        .replace("$2", "100");
     let page_sql = format!(
-        "\\set after random(0, {})\nSELECT {COLUMNS} FROM users WHERE pk > :after ORDER BY pk LIMIT 100;\n",
+        "\\set after random(0, {})\n{page_query};\n",
         (users - 100).max(0)
     );
     let rows = vec![

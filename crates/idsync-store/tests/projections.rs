@@ -402,3 +402,90 @@ async fn the_bulk_rebuild_refuses_a_corrupt_event(pool: PgPool) {
     assert!(read_model(&pool).await.is_empty());
     assert_eq!(checkpoint(&pool).await, 0);
 }
+
+/// Pages of users are JSON Postgres builds; single users are JSON idsync builds (and
+/// caches). A client must not be able to tell them apart: same members, same order,
+/// same values, timestamps in the same format.
+#[sqlx::test(migrations = "../../migrations")]
+async fn postgres_builds_the_same_user_json_as_idsync(pool: PgPool) {
+    use idsync_store::projections::users::{self, UserFilter};
+    let cases = [
+        // (registered_at, deleted_at, uid, name, groups)
+        ("2026-01-05 09:41:59+00", None, None, "Plain", vec![]),
+        (
+            "2026-01-05 09:41:59.5+00",
+            Some("2026-02-01 10:00:00.123+00"),
+            Some("ab".repeat(32)),
+            "Ünïcødé \"quoted\" \\ back\tslash\u{1}",
+            vec!["staff".to_owned(), "a \"b\"".to_owned()],
+        ),
+        (
+            "1999-12-31 23:59:59.999999+00",
+            Some("2030-06-30 12:00:00.000007+00"),
+            None,
+            "",
+            vec!["ÿ".to_owned()],
+        ),
+    ];
+    for (i, (registered, deleted, uid, name, groups)) in cases.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO users (pk, uuid, username, email, name, is_active, type, groups,
+                                registered_at, updated_at, deleted_at, uid, position)
+             VALUES ($1, gen_random_uuid(), $2, 'e@x', $3, $4, 'internal', $5,
+                     $6::timestamptz, $6::timestamptz + interval '1.25 seconds',
+                     $7::timestamptz, $8, $1)",
+        )
+        .bind(i as i64 + 1)
+        .bind(format!("user{i}"))
+        .bind(name)
+        .bind(i % 2 == 0)
+        .bind(groups)
+        .bind(registered)
+        .bind(*deleted)
+        .bind(uid.as_deref())
+        .execute(&pool)
+        .await
+        .expect("insert");
+    }
+    let page = users::search(&pool, &UserFilter::default(), 0, 100)
+        .await
+        .expect("page");
+    assert_eq!((page.count, page.last_pk), (3, Some(3)));
+    let built_by_postgres: Vec<serde_json::Value> =
+        serde_json::from_str(&page.users).expect("a JSON array");
+    for (i, from_postgres) in built_by_postgres.iter().enumerate() {
+        let row = users::get(&pool, i as i64 + 1)
+            .await
+            .expect("get")
+            .expect("row");
+        let from_idsync = serde_json::to_value(&row).expect("serialise");
+        assert_eq!(from_postgres, &from_idsync, "user {}", i + 1);
+    }
+    // The members come in UserRow's order (serde_json::Value compares maps without it).
+    let first_object = &page.users[..page.users.find('}').expect("an object")];
+    let positions: Vec<usize> = [
+        "pk",
+        "uuid",
+        "username",
+        "email",
+        "name",
+        "is_active",
+        "type",
+        "groups",
+        "registered_at",
+        "updated_at",
+        "deleted_at",
+        "uid",
+    ]
+    .iter()
+    .map(|key| {
+        first_object
+            .find(&format!("\"{key}\""))
+            .unwrap_or_else(|| panic!("{key} in {first_object}"))
+    })
+    .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "members out of order: {first_object}"
+    );
+}

@@ -178,7 +178,7 @@ async fn whoami(AuthUser(caller): AuthUser) -> Json<WhoAmI> {
 async fn me(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
-) -> Result<UserJson, ApiError> {
+) -> Result<JsonBody, ApiError> {
     let not_synced = || {
         ApiError::NotFound(format!(
             "no synced user for subject {:?} yet (it appears once Authentik's webhook or reconcile brings it)",
@@ -194,22 +194,24 @@ async fn me(
     if let Some(on_demand) = &state.on_demand
         && let Some(row) = on_demand.fetch(&state.pool, &caller.claims.sub).await
     {
-        return Ok(UserJson::of(&row));
+        return Ok(JsonBody::of(&row));
     }
     Err(not_synced())
 }
 
-/// A user as the API sends it: the JSON of a [`UserRow`], made once and possibly shared
-/// by the users cache.
-pub struct UserJson(axum::body::Bytes);
+/// A JSON body made elsewhere: a user's (the JSON of a [`UserRow`], made once and possibly
+/// shared by the users cache) or a page Postgres built.
+pub struct JsonBody(axum::body::Bytes);
 
-impl UserJson {
+impl JsonBody {
     fn of(row: &UserRow) -> Self {
         Self(serde_json::to_vec(row).unwrap_or_default().into())
     }
 }
 
-impl axum::response::IntoResponse for UserJson {
+use axum::response::IntoResponse as _;
+
+impl axum::response::IntoResponse for JsonBody {
     fn into_response(self) -> axum::response::Response {
         (
             [(
@@ -224,23 +226,23 @@ impl axum::response::IntoResponse for UserJson {
 
 /// User `pk`, from this process's users cache when it may answer, else from Postgres
 /// (caching the row when that is safe: see `users_cache`).
-async fn user_json(state: &AppState, pk: i64) -> Result<Option<UserJson>, ApiError> {
+async fn user_json(state: &AppState, pk: i64) -> Result<Option<JsonBody>, ApiError> {
     use crate::metrics::USERS_CACHE_READS;
     let cache = &state.users_cache;
     if let Some(hit) = cache.get(pk) {
         metrics::counter!(USERS_CACHE_READS, "result" => "hit").increment(1);
-        return Ok(Some(UserJson(hit.json.clone())));
+        return Ok(Some(JsonBody(hit.json.clone())));
     }
     let Some(ticket) = cache.ticket() else {
         metrics::counter!(USERS_CACHE_READS, "result" => "miss").increment(1);
         return Ok(users::get(&state.pool, pk)
             .await?
-            .map(|row| UserJson::of(&row)));
+            .map(|row| JsonBody::of(&row)));
     };
     metrics::counter!(USERS_CACHE_READS, "result" => "fill").increment(1);
     Ok(users_cache::get_with_checkpoint(&state.pool, pk)
         .await?
-        .map(|(row, checkpoint)| UserJson(cache.fill(ticket, &row, checkpoint))))
+        .map(|(row, checkpoint)| JsonBody(cache.fill(ticket, &row, checkpoint))))
 }
 
 /// Users ordered by pk, a page at a time, optionally searched by a prefix of the
@@ -255,7 +257,7 @@ async fn list_users(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
     query: Result<Query<UsersQuery>, QueryRejection>,
-) -> Result<Json<UsersPage>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     caller.require_admin()?;
     let Query(query) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let (after, limit) = PageParams {
@@ -277,13 +279,12 @@ async fn list_users(
         user_type: query.user_type.map(|t| t.as_str().to_owned()),
     };
     let page = users::search(&state.pool, &filter, after, limit).await?;
-    let next_after = (page.len() as i64 == limit)
-        .then(|| page.last().map(|u| u.pk))
-        .flatten();
-    Ok(Json(UsersPage {
-        users: page,
-        next_after,
-    }))
+    let next_after = (page.count == limit).then_some(page.last_pk).flatten();
+    // The users array is JSON Postgres built (see `users::USER_JSON`): written out as it
+    // came, inside the `UsersPage` shape.
+    let next_after = next_after.map_or_else(|| "null".to_owned(), |pk| pk.to_string());
+    let body = format!(r#"{{"users":{},"next_after":{next_after}}}"#, page.users);
+    Ok(JsonBody(body.into()).into_response())
 }
 
 /// One user (admins, or the user themself).
@@ -297,7 +298,7 @@ async fn get_user(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
     Path(pk): Path<i64>,
-) -> Result<UserJson, ApiError> {
+) -> Result<JsonBody, ApiError> {
     caller.require_read(pk)?;
     user_json(&state, pk)
         .await?
