@@ -280,10 +280,17 @@ async fn list_users(
     };
     let page = users::search(&state.pool, &filter, after, limit).await?;
     let next_after = (page.count == limit).then_some(page.last_pk).flatten();
-    // The users array is JSON Postgres built (see `users::USER_JSON`): written out as it
-    // came, inside the `UsersPage` shape.
-    let next_after = next_after.map_or_else(|| "null".to_owned(), |pk| pk.to_string());
-    let body = format!(r#"{{"users":{},"next_after":{next_after}}}"#, page.users);
+    // The users array is already JSON (written from the rows): it goes out inside the
+    // `UsersPage` shape as it is.
+    let mut body = Vec::with_capacity(page.users.len() + 40);
+    body.extend_from_slice(br#"{"users":"#);
+    body.extend_from_slice(&page.users);
+    body.extend_from_slice(br#","next_after":"#);
+    match next_after {
+        Some(pk) => body.extend_from_slice(pk.to_string().as_bytes()),
+        None => body.extend_from_slice(b"null"),
+    }
+    body.push(b'}');
     Ok(JsonBody(body.into()).into_response())
 }
 

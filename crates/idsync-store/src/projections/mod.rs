@@ -5,6 +5,7 @@ pub mod projector;
 pub mod replay;
 pub mod users;
 pub mod users_cache;
+mod users_json;
 
 use std::future::Future;
 
