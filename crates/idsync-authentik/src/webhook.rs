@@ -1,4 +1,4 @@
-//! The three webhook bodies idsync accepts (CONTRACT, "Webhook intake"), parsed into one
+//! The three webhook bodies idsync accepts (docs/contract.md, "Webhook intake"), parsed into one
 //! meaning: "user `pk` (or group `uuid`) was created/updated/deleted", or "valid, but not
 //! for us". Group events matter because Authentik reports a change of membership or a
 //! group's rename only as an event of the group, never of its users.

@@ -26,7 +26,7 @@ pub struct Args {
     callers: i64,
 }
 
-/// The columns the API reads for one user (the CONTRACT's user).
+/// The columns the API reads for one user (the contract's user (docs/contract.md)).
 const COLUMNS: &str = "pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position";
 
 pub async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {

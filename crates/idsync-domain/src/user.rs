@@ -4,7 +4,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The user as idsync keeps it: the fields of the CONTRACT's user that come from
+/// The user as idsync keeps it: the fields of the contract's user (docs/contract.md) that come from
 /// Authentik. A snapshot is what a fetch from Authentik's API produced; `UserRegistered`
 /// carries one whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 //! Command line and configuration. Every setting is an environment variable (the
-//! CONTRACT's names and defaults) and also a flag; `idsync serve --help` lists them all.
+//! names and defaults of docs/contract.md) and also a flag; `idsync serve --help` lists them all.
 
 use std::net::SocketAddr;
 use std::time::Duration;

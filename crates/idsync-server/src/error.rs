@@ -4,7 +4,7 @@ use axum::response::{IntoResponse, Response};
 use idsync_store::StoreError;
 use serde_json::json;
 
-/// The error of the HTTP edge. Every variant becomes the CONTRACT's JSON error
+/// The error of the HTTP edge. Every variant becomes the contract's JSON error (docs/contract.md)
 /// `{"error": "<code>", "detail": "<human text>"}`; internals are logged, never sent.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

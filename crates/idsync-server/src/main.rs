@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // The CONTRACT: non-zero with a one-line reason on stderr.
+            // The contract (docs/contract.md): non-zero with a one-line reason on stderr.
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }

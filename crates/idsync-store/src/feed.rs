@@ -10,7 +10,7 @@ use sqlx::{PgExecutor, Row};
 
 use crate::StoreError;
 
-/// The CONTRACT's feed item: what SSE `data:`, a WebSocket `event` message and an
+/// The contract's feed item (docs/contract.md): what SSE `data:`, a WebSocket `event` message and an
 /// `/api/events` entry carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FeedItem {

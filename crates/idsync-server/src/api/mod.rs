@@ -26,7 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_stream_ticket))
 }
 
-/// The CONTRACT's error body.
+/// The contract's error body (docs/contract.md).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `invalid_token`, `forbidden`, `not_found`, `invalid_request`...

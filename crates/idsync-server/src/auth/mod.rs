@@ -176,7 +176,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Tokens in URLs end up in logs and browser history (BRIEF §5): refuse them outright
+/// Tokens in URLs end up in logs and browser history (docs/contract.md, "Live feeds"): refuse them outright
 /// rather than silently ignoring them.
 pub fn token_in_url(uri: &axum::http::Uri) -> bool {
     uri.query().is_some_and(|q| {

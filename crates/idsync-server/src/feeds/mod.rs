@@ -2,7 +2,7 @@
 //! [`Subscription`], which delivers every event after a position exactly once, in
 //! order, whatever the process's broadcast or LISTEN connection does.
 //!
-//! The rule (BRIEF §5): subscribe to the live broadcast *before* reading the backlog,
+//! The rule (docs/contract.md, "Live feeds"): subscribe to the live broadcast *before* reading the backlog,
 //! then drop what was already sent. Positions are gap-free, so a subscriber that sees a
 //! position it did not expect (a gap), lags behind the broadcast, or is told to resync,
 //! simply re-reads the database from the last position it sent.

@@ -30,7 +30,7 @@ pub struct WsParams {
     ticket: Option<String>,
 }
 
-/// The WebSocket feed (see the CONTRACT for its messages).
+/// The WebSocket feed (docs/contract.md has its messages).
 #[utoipa::path(get, path = "/ws", tag = "feeds", params(WsParams),
     responses((status = 101, description = "switching protocols; then JSON frames: hello, pong, echo, event, error")))]
 pub async fn upgrade(

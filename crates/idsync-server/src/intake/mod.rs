@@ -27,7 +27,7 @@ use crate::metrics::WEBHOOKS_RECEIVED;
 /// Largest body accepted. Authentik's bodies are well under 4 KiB.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Authentik's webhook: one of the three accepted bodies (see the CONTRACT), with
+/// Authentik's webhook: one of the three accepted bodies (docs/contract.md), with
 /// `Authorization: Bearer <IDSYNC_WEBHOOK_SECRET>`.
 #[utoipa::path(post, path = "/authentik/webhook", tag = "intake",
     security(("webhook_secret" = [])),

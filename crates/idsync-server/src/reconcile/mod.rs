@@ -624,7 +624,7 @@ fn conflict(pk: i64, username: String) -> Change {
     }
 }
 
-/// The names (as in the CONTRACT's user) of the fields an update changes.
+/// The names (as in the contract's user (docs/contract.md)) of the fields an update changes.
 fn fields(changes: &UserChanges) -> Vec<&'static str> {
     let UserChanges {
         uuid,

@@ -382,7 +382,7 @@ async fn openapi_lists_every_route_and_docs_ship_with_the_binary(pool: PgPool) {
         "bearer"
     );
     let paths = doc["paths"].as_object().expect("paths");
-    // Every route of the CONTRACT so far is documented...
+    // Every route of docs/contract.md is documented...
     for (method, path) in [
         ("post", "/authentik/webhook"),
         ("get", "/livez"),

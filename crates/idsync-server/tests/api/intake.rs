@@ -1,4 +1,4 @@
-//! Every row of the CONTRACT's webhook intake table, against the real binary. Without
+//! Every row of the webhook intake table of docs/contract.md, against the real binary. Without
 //! Authentik configured, accepted items simply wait in the inbox, which lets these
 //! tests look at exactly what intake wrote.
 
@@ -195,7 +195,7 @@ async fn bad_requests_get_json_errors_and_write_nothing(pool: PgPool) {
     let auth = format!("Bearer {SECRET}");
     let good = json!({"event_type": "model_created", "pk": 1}).to_string();
 
-    /// One row of the CONTRACT's table: what is sent, and the status and error code expected.
+    /// One row of the contract's table: what is sent, and the status and error code expected.
     struct Case<'a> {
         name: &'a str,
         body: String,

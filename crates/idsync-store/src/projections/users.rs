@@ -1,4 +1,4 @@
-//! The `users` read model: the CONTRACT's user, one row per pk, deleted users kept with
+//! The `users` read model: the contract's user (docs/contract.md), one row per pk, deleted users kept with
 //! `deleted_at`.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use super::replay::RebuildProgress;
 use crate::feed::{self, RawEvent};
 use crate::{FeedItem, StoreError};
 
-/// A row of `users`, serialised as the CONTRACT's user.
+/// A row of `users`, serialised as the contract's user (docs/contract.md).
 #[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize, utoipa::ToSchema)]
 #[schema(as = User)]
 pub struct UserRow {
