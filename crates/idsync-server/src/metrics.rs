@@ -102,9 +102,10 @@ fn describe() {
     );
     metrics::describe_counter!(
         USERS_CACHE_READS,
-        "Reads of one user by the API: hit (from this process's cache), fill (from Postgres, \
-         then cached), miss (from Postgres, not cacheable now: a notification not yet read, \
-         a lagging projection, a resync)"
+        "Reads of users by the API: hit (one user, from this process's cache), page_hit (a \
+         page of users, from the cache), fill (one user from Postgres, then cached), miss \
+         (one user from Postgres, not cacheable now: a notification not yet read, a lagging \
+         projection, a resync)"
     );
 }
 

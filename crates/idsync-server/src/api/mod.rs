@@ -278,7 +278,28 @@ async fn list_users(
         prefix,
         user_type: query.user_type.map(|t| t.as_str().to_owned()),
     };
-    let page = users::search(&state.pool, &filter, after, limit).await?;
+    let cache = &state.users_cache;
+    let key = users_cache::PageKey {
+        after,
+        limit,
+        filter,
+    };
+    let page = match cache.page(&key) {
+        Some(hit) => {
+            metrics::counter!(crate::metrics::USERS_CACHE_READS, "result" => "page_hit")
+                .increment(1);
+            hit
+        }
+        None => {
+            let ticket = cache.ticket();
+            let page = users::search(&state.pool, &key.filter, after, limit).await?;
+            match ticket {
+                Some(ticket) => cache.fill_page(ticket, key, page),
+                None => std::sync::Arc::new(users_cache::CachedPage::uncached(page)),
+            }
+        }
+    };
+    let page = &page.page;
     let next_after = (page.count == limit).then_some(page.last_pk).flatten();
     // The users array is already JSON (written from the rows): it goes out inside the
     // `UsersPage` shape as it is.

@@ -99,6 +99,7 @@ async fn every_endpoint_of_every_replica_shows_an_event_once_the_projection_has_
             for _ in 0..3 {
                 get(app, "/api/me", &user).await;
                 get(app, "/api/users/7", &user).await;
+                get(app, "/api/users?limit=10", &admin).await;
             }
         }
         let name = format!("v{round}");
@@ -149,6 +150,11 @@ async fn every_endpoint_of_every_replica_shows_an_event_once_the_projection_has_
         let metrics = app.metrics().await;
         let hits = metric_value_labelled(&metrics, "hit");
         assert!(hits > 50.0, "the cache answered {hits} reads:\n{metrics}");
+        let page_hits = metric_value_labelled(&metrics, "page_hit");
+        assert!(
+            page_hits > 25.0,
+            "the cache answered {page_hits} pages:\n{metrics}"
+        );
     }
 }
 

@@ -105,16 +105,18 @@ pub async fn get<'e>(db: impl PgExecutor<'e>, pk: i64) -> Result<Option<UserRow>
     )
 }
 
-/// A page of users as the API's JSON: the array, how many, and the last pk.
+/// A page of users as the API's JSON: the array, how many, the last pk, and the users
+/// projection's checkpoint in the same snapshot (-1 for an empty page: unknown).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonPage {
     pub users: Vec<u8>,
     pub count: i64,
     pub last_pk: Option<i64>,
+    pub checkpoint: i64,
 }
 
 /// What a page of users is narrowed to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct UserFilter {
     /// A case-insensitive prefix of the username, the email or the name.
     pub prefix: Option<String>,
@@ -129,7 +131,11 @@ pub struct UserFilter {
 pub fn search_sql(filter: &UserFilter) -> String {
     // Conditions are left out rather than made `$n IS NULL OR ...`: a prepared
     // statement's generic plan cannot use the prefix indexes through such an OR.
-    let mut sql = format!("SELECT {COLUMNS} FROM users WHERE pk > $1");
+    // The checkpoint comes along, from the same snapshot, for the page cache.
+    let mut sql = format!(
+        "SELECT {COLUMNS}, (SELECT position FROM projection_checkpoints WHERE name = 'users') \
+         FROM users WHERE pk > $1"
+    );
     if filter.prefix.is_some() {
         sql.push_str(
             " AND (lower(username) LIKE $3 OR lower(email) LIKE $3 OR lower(name) LIKE $3)",
@@ -171,19 +177,29 @@ pub async fn search<'e>(
     let mut users = Vec::with_capacity(64 + rows.len() * 400);
     users.push(b'[');
     let mut last_pk = None;
+    let mut checkpoint = None;
     for (i, row) in rows.iter().enumerate() {
         if i > 0 {
             users.push(b',');
         }
         last_pk = Some(super::users_json::write_user(&mut users, row)?);
+        checkpoint = Some(sqlx::Row::try_get::<i64, _>(row, COLUMN_COUNT)?);
     }
     users.push(b']');
+    // An empty page has no row to bring the checkpoint along; a checkpoint read later
+    // could be newer than the page's snapshot, so none is claimed (and the page is not
+    // cached).
+    let checkpoint = checkpoint.unwrap_or(-1);
     Ok(JsonPage {
         users,
         count: rows.len() as i64,
         last_pk,
+        checkpoint,
     })
 }
+
+/// Columns in [`COLUMNS`].
+const COLUMN_COUNT: usize = 13;
 
 /// `text` with LIKE's wildcards and escape character taken literally.
 fn escape_like(text: &str) -> String {

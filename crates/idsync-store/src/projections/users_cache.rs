@@ -24,6 +24,11 @@
 //!   read meanwhile might be missing from the row). Fills and the hub's invalidations
 //!   take one lock, so an invalidation can never run between that check and the insert.
 //!
+//! Pages of users (`GET /api/users`) are cached too, keyed by their query. Any event may
+//! change any page (a new user, a rename that matches a search), so a page is served
+//! only while the hub has read no event since it was filled: every event empties the
+//! page cache in effect. Identity data changes rarely next to how often it is read.
+//!
 //! Across replicas: each process follows the same log through its own listener, so each
 //! stops serving a user's cached row the moment it is notified of that user's next
 //! event. The projector (in whichever process holds it) applies that event only after
@@ -43,6 +48,44 @@ use crate::notify::Watermarks;
 
 /// Rows kept per process (a few hundred bytes each).
 pub const CAPACITY: usize = 100_000;
+/// Bytes of pages kept per process.
+pub const PAGE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// A page's query: what `GET /api/users` was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PageKey {
+    pub after: i64,
+    pub limit: i64,
+    pub filter: super::users::UserFilter,
+}
+
+/// A cached page: its JSON, and the hub's head when it was read.
+#[derive(Debug)]
+pub struct CachedPage {
+    pub page: super::users::JsonPage,
+    head: i64,
+    generation: u64,
+}
+
+impl CachedPage {
+    /// A page read when the cache could not take it: served once, never kept.
+    pub fn uncached(page: super::users::JsonPage) -> Self {
+        Self {
+            page,
+            head: -1,
+            generation: u64::MAX,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct PageWeight;
+
+impl quick_cache::Weighter<PageKey, Arc<CachedPage>> for PageWeight {
+    fn weight(&self, _key: &PageKey, page: &Arc<CachedPage>) -> u64 {
+        page.page.users.len() as u64 + 64
+    }
+}
 
 /// A cached user: the JSON the API answers, and the position of the last event in it.
 #[derive(Debug)]
@@ -55,6 +98,7 @@ pub struct CachedUser {
 /// See the module documentation.
 pub struct UsersCache {
     entries: quick_cache::sync::Cache<i64, Arc<CachedUser>>,
+    pages: quick_cache::sync::Cache<PageKey, Arc<CachedPage>, PageWeight>,
     watermarks: Arc<Watermarks>,
     /// The hub's head: every event up to it has been applied to the cache.
     head: AtomicI64,
@@ -76,6 +120,7 @@ impl UsersCache {
     pub fn new(watermarks: Arc<Watermarks>) -> Self {
         Self {
             entries: quick_cache::sync::Cache::new(CAPACITY),
+            pages: quick_cache::sync::Cache::with_weighter(1024, PAGE_BYTES, PageWeight),
             watermarks,
             head: AtomicI64::new(-1),
             // Nothing is trusted until the hub's first complete read.
@@ -99,6 +144,39 @@ impl UsersCache {
         self.entries
             .get(&pk)
             .filter(|entry| entry.generation == generation)
+    }
+
+    /// The cached page for `key`, if it may be served now (no event read since it was).
+    pub fn page(&self, key: &PageKey) -> Option<Arc<CachedPage>> {
+        let generation = self.current()?;
+        let head = self.head.load(Ordering::Acquire);
+        self.pages
+            .get(key)
+            .filter(|page| page.generation == generation && page.head == head)
+    }
+
+    /// Cache `page`, read under `ticket` (its checkpoint from the same snapshot).
+    pub fn fill_page(
+        &self,
+        ticket: FillTicket,
+        key: PageKey,
+        page: super::users::JsonPage,
+    ) -> Arc<CachedPage> {
+        let cached = Arc::new(CachedPage {
+            head: ticket.head,
+            generation: ticket.generation,
+            page,
+        });
+        if cached.page.checkpoint < ticket.head {
+            return cached;
+        }
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.head.load(Ordering::Acquire) == ticket.head
+            && self.generation.load(Ordering::Acquire) == ticket.generation
+        {
+            self.pages.insert(key, cached.clone());
+        }
+        cached
     }
 
     /// Before reading a row to cache: `None` when the cache cannot take one now.
@@ -149,6 +227,7 @@ impl UsersCache {
         let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         if self.generation.load(Ordering::Acquire) != resyncs {
             self.entries.clear();
+            self.pages.clear();
             self.generation.store(resyncs, Ordering::Release);
         }
         self.head.store(head, Ordering::Release);
@@ -241,6 +320,38 @@ mod tests {
         cache.invalidate([7], 11);
         cache.fill(ticket, &row(7, 10), 10);
         assert!(cache.get(7).is_none());
+    }
+
+    fn page(checkpoint: i64) -> crate::projections::users::JsonPage {
+        crate::projections::users::JsonPage {
+            users: b"[]".to_vec(),
+            count: 0,
+            last_pk: None,
+            checkpoint,
+        }
+    }
+
+    #[test]
+    fn a_page_is_served_only_while_no_event_was_read_since() {
+        let watermarks = listening();
+        let cache = UsersCache::new(watermarks.clone());
+        cache.caught_up(0, 10);
+        let key = PageKey {
+            after: 0,
+            limit: 100,
+            filter: Default::default(),
+        };
+        let ticket = cache.ticket().expect("ticket");
+        cache.fill_page(ticket, key.clone(), page(10));
+        assert!(cache.page(&key).is_some());
+        // Any event, any user: every page may have changed.
+        watermarks.committed(11);
+        cache.invalidate([999], 11);
+        assert!(cache.page(&key).is_none());
+        // A page read while the projection lagged the hub is not kept.
+        let ticket = cache.ticket().expect("ticket");
+        cache.fill_page(ticket, key.clone(), page(10));
+        assert!(cache.page(&key).is_none());
     }
 
     #[test]
