@@ -18,8 +18,13 @@
 //
 // Run alone:  node e2e/issuer.mjs [--port 9000] [--frontend http://localhost:3000]
 //                                 [--access-token-ttl 300] [--key-file .issuer-key.json]
+//                                 [--stub-url http://127.0.0.1:9000] [--dev-tokens]
+// `--stub-url` tells the Authentik stand-in about people who sign up (as Authentik would
+// know them); `--dev-tokens` adds `POST /dev/token` (`{"sub": "7", "ttl": 3600}`, from
+// loopback only) minting an access token of the same shape as the provider's own, for
+// curl: `scripts/demo` prints two.
 
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createPrivateKey, createSign, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { pathToFileURL } from 'node:url';
@@ -82,7 +87,7 @@ async function readForm(req) {
  * @param {Map<string, object>} [o.accounts]
  * @param {number} [o.firstNewPk] the pk the first signed-up account gets
  */
-export async function startIssuer({ port = 0, host = '127.0.0.1', frontendOrigin, accessTokenTTL = 300, keyFile, onEnroll, accounts = defaultAccounts(), firstNewPk = 1000 }) {
+export async function startIssuer({ port = 0, host = '127.0.0.1', frontendOrigin, accessTokenTTL = 300, keyFile, onEnroll, accounts = defaultAccounts(), firstNewPk = 1000, devTokens = false }) {
   const server = http.createServer();
   await new Promise((resolve) => server.listen(port, host, resolve));
   const actualPort = server.address().port;
@@ -223,6 +228,9 @@ export async function startIssuer({ port = 0, host = '127.0.0.1', frontendOrigin
   server.on('request', async (req, res) => {
     const url = new URL(req.url, issuer);
     try {
+      if (devTokens && url.pathname === '/dev/token' && req.method === 'POST') {
+        return await devToken(req, res);
+      }
       const interaction = url.pathname.match(/^\/interaction\/([^/]+)(\/login)?$/);
       const enroll = url.pathname.match(/^\/if\/flow\/([^/]+)\/$/);
       if (interaction) {
@@ -271,6 +279,44 @@ export async function startIssuer({ port = 0, host = '127.0.0.1', frontendOrigin
     }
   });
 
+  // An access token like the provider's own JWT access tokens (RFC 9068: typ at+jwt,
+  // aud the resource, scope, the account's claims), signed with the provider's key; for
+  // trying the API with curl without a browser. Loopback callers only.
+  async function devToken(req, res) {
+    const remote = req.socket.remoteAddress ?? '';
+    if (!['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(remote)) {
+      res.writeHead(403);
+      return res.end();
+    }
+    const chunks = [];
+    for await (const chunk of req) chunks.push(chunk);
+    let body;
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
+    } catch {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ error: 'not JSON' }));
+    }
+    const account = accounts.get(String(body.sub));
+    if (!account) {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ error: `no account ${body.sub}` }));
+    }
+    const now = Math.floor(Date.now() / 1000);
+    const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const header = { alg: 'RS256', typ: 'at+jwt', kid: jwk.kid };
+    const claims = {
+      iss: issuer, sub: String(account.pk), aud: RESOURCE, iat: now, exp: now + Number(body.ttl ?? 3600),
+      jti: randomUUID(), client_id: CLIENT_ID, scope: 'openid email profile offline_access',
+      groups: account.groups, preferred_username: account.username, email: account.email, name: account.name,
+    };
+    const input = `${b64(header)}.${b64(claims)}`;
+    const signature = createSign('RSA-SHA256').update(input).sign(createPrivateKey({ key: jwk, format: 'jwk' }), 'base64url');
+    const payload = JSON.stringify({ access_token: `${input}.${signature}`, token_type: 'Bearer' });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) });
+    return res.end(payload);
+  }
+
   return {
     issuer,
     port: actualPort,
@@ -286,11 +332,22 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     const i = process.argv.indexOf(`--${name}`);
     return i > 0 ? process.argv[i + 1] : fallback;
   };
+  const stubUrl = arg('stub-url', null);
   const started = await startIssuer({
     port: Number(arg('port', '9000')),
     frontendOrigin: arg('frontend', 'http://localhost:3000'),
     accessTokenTTL: Number(arg('access-token-ttl', '300')),
     keyFile: arg('key-file', '.issuer-key.json'),
+    devTokens: process.argv.includes('--dev-tokens'),
+    // A new account exists in "Authentik" too: the stand-in's control API.
+    onEnroll: stubUrl
+      ? async (account) => {
+          await fetch(`${stubUrl}/_stub/users/${account.pk}`, {
+            method: 'PUT',
+            body: JSON.stringify({ username: account.username, name: account.name, email: account.email, groups: [] }),
+          });
+        }
+      : undefined,
   });
   console.log(`OIDC provider ${started.issuer}: sign in as akadmin/akadmin (an admin, sub 1), jane/jane (sub 7) or john/john (sub 8)`);
   console.log(`idsync: IDSYNC_OIDC_ISSUER=${started.issuer} IDSYNC_OIDC_AUDIENCE=${RESOURCE}`);

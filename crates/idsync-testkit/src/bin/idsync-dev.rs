@@ -87,6 +87,17 @@ struct DemoArgs {
     /// The webhook secret idsync is started with (the README's examples use change-me).
     #[arg(long, default_value = "change-me")]
     webhook_secret: String,
+    /// The frontend's production build (frontend/dist) to serve, with a config.json
+    /// for this demo. Needs `--node-issuer`: signing in needs a real OIDC provider.
+    #[arg(long, requires = "node_issuer")]
+    frontend: Option<PathBuf>,
+    /// Where to serve the frontend.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    frontend_listen: SocketAddr,
+    /// frontend/e2e/issuer.mjs: a real OIDC provider (npm oidc-provider, run with node)
+    /// to use instead of the built-in issuer, so people can sign in to the frontend.
+    #[arg(long)]
+    node_issuer: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -111,6 +122,151 @@ struct DevIssuer {
     issuer: TestIssuer,
     admin_token: String,
     user_token: String,
+}
+
+/// The provider the demo's idsync trusts, whichever it is, and its tokens for curl.
+struct DemoIssuer {
+    issuer: String,
+    audience: String,
+    admin_token: String,
+    user_token: String,
+    /// Keeps the built-in issuer running.
+    _builtin: Option<TestIssuer>,
+}
+
+impl From<DevIssuer> for DemoIssuer {
+    fn from(dev: DevIssuer) -> Self {
+        Self {
+            issuer: dev.issuer.issuer(),
+            audience: dev.issuer.client_id(),
+            admin_token: dev.admin_token,
+            user_token: dev.user_token,
+            _builtin: Some(dev.issuer),
+        }
+    }
+}
+
+/// The audience the node provider's access tokens carry (its resource indicator).
+const NODE_AUDIENCE: &str = "urn:idsync:api";
+
+/// Runs frontend/e2e/issuer.mjs (npm oidc-provider) on the issuer's address, with its
+/// key kept beside the built-in one's, telling the stand-in about people who sign up;
+/// waits for it and asks it for the two curl tokens.
+async fn start_node_issuer(
+    script: &Path,
+    args: &DemoArgs,
+    stub: &AuthentikStub,
+) -> Result<(tokio::process::Child, DemoIssuer), String> {
+    let key_file = args
+        .key_file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("oidc-provider-key.json");
+    if let Some(dir) = key_file.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let frontend_origin = format!("http://localhost:{}", args.frontend_listen.port());
+    let child = tokio::process::Command::new("node")
+        .arg(script)
+        .args(["--port", &args.issuer_listen.port().to_string()])
+        .args(["--frontend", &frontend_origin])
+        .arg("--key-file")
+        .arg(&key_file)
+        .args(["--stub-url", &stub.url()])
+        .arg("--dev-tokens")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run node {}: {e}", script.display()))?;
+    let issuer = format!("http://127.0.0.1:{}", args.issuer_listen.port());
+    let discovery = format!("{issuer}/.well-known/openid-configuration");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while http_get_status(&discovery).await != Ok(200) {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "the OIDC provider did not answer at {discovery} within 30 s"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let token = async |sub: &str| -> Result<String, String> {
+        let answer = http_post_json(
+            &format!("{issuer}/dev/token"),
+            &format!(r#"{{"sub": "{sub}", "ttl": {TOKEN_LIFETIME_SECS}}}"#),
+        )
+        .await?;
+        answer["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no token for {sub}: {answer}"))
+    };
+    let admin_token = token("1").await?;
+    let user_token = token("7").await?;
+    Ok((
+        child,
+        DemoIssuer {
+            issuer,
+            audience: NODE_AUDIENCE.to_owned(),
+            admin_token,
+            user_token,
+            _builtin: None,
+        },
+    ))
+}
+
+/// Serves the frontend's build on `--frontend-listen`, with a `config.json` for this
+/// demo and the Content-Security-Policy of the production container (no inline script).
+async fn serve_frontend(
+    dist: &Path,
+    args: &DemoArgs,
+    issuer: &DemoIssuer,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    use axum::http::{HeaderValue, header};
+    use tower_http::services::{ServeDir, ServeFile};
+    use tower_http::set_header::SetResponseHeaderLayer;
+    if !dist.join("index.html").is_file() {
+        return Err(format!(
+            "{} has no index.html: build the frontend first (scripts/demo does)",
+            dist.display()
+        ));
+    }
+    let api = format!("http://127.0.0.1:{}", args.listen.port());
+    let config = serde_json::json!({
+        "issuer": issuer.issuer,
+        "clientId": "idsync-frontend",
+        "apiBaseUrl": api,
+        "enrollmentFlowSlug": "idsync-enrollment",
+        "authentikUrl": issuer.issuer,
+    });
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         font-src 'self'; manifest-src 'self'; connect-src 'self' {api} ws://127.0.0.1:{} {}; \
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'",
+        args.listen.port(),
+        issuer.issuer
+    );
+    let csp = HeaderValue::from_str(&csp).map_err(|e| format!("CSP: {e}"))?;
+    let app = axum::Router::new()
+        .route(
+            "/config.json",
+            axum::routing::get(move || {
+                let config = config.clone();
+                async move { axum::Json(config) }
+            }),
+        )
+        // Paths the app routes itself get its page (with 200, not 404).
+        .fallback_service(ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html"))))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            csp,
+        ));
+    let listener = tokio::net::TcpListener::bind(args.frontend_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.frontend_listen))?;
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }))
 }
 
 async fn start_issuer(listen: SocketAddr, key_file: &Path) -> Result<DevIssuer, String> {
@@ -252,7 +408,23 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         ));
     }
     let stub = start_stub(args.authentik_listen, STUB_TOKEN, true).await?;
-    let dev = start_issuer(args.issuer_listen, &args.key_file).await?;
+    // The provider for the frontend (a real one, in node), or the built-in issuer.
+    let (dev, _node) = match &args.node_issuer {
+        Some(script) => {
+            let (node, dev) = start_node_issuer(script, &args, &stub).await?;
+            (dev, Some(node))
+        }
+        None => (
+            start_issuer(args.issuer_listen, &args.key_file)
+                .await?
+                .into(),
+            None,
+        ),
+    };
+    let _frontend = match &args.frontend {
+        Some(dist) => Some(serve_frontend(dist, &args, &dev).await?),
+        None => None,
+    };
     let database_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/idsync".to_owned());
 
@@ -263,8 +435,8 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .env("IDSYNC_WEBHOOK_SECRET", &args.webhook_secret)
         .env("IDSYNC_AUTHENTIK_URL", stub.url())
         .env("IDSYNC_AUTHENTIK_TOKEN", STUB_TOKEN)
-        .env("IDSYNC_OIDC_ISSUER", dev.issuer.issuer())
-        .env("IDSYNC_OIDC_AUDIENCE", dev.issuer.client_id())
+        .env("IDSYNC_OIDC_ISSUER", &dev.issuer)
+        .env("IDSYNC_OIDC_AUDIENCE", &dev.audience)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", args.idsync.display()))?;
@@ -334,6 +506,39 @@ async fn wait_ready(base: &str) -> Result<(), String> {
     Err(format!("idsync was not ready within 60 s: {url}: {last}"))
 }
 
+/// A bare HTTP/1.1 POST of a JSON body, returning the JSON answer (this crate has no
+/// HTTP client).
+async fn http_post_json(url: &str, body: &str) -> Result<serde_json::Value, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").ok_or("not an http:// URL")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| e.to_string())?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or("not an HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{url}: {}", head.lines().next().unwrap_or(head)));
+    }
+    serde_json::from_str(body).map_err(|e| format!("{url}: not JSON: {e}"))
+}
+
 /// A bare HTTP/1.1 GET returning the status code (this crate has no HTTP client).
 async fn http_get_status(url: &str) -> Result<u16, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -368,7 +573,7 @@ fn write_env_file(
     stub: &AuthentikStub,
     secret: &str,
     base: &str,
-    dev: &DevIssuer,
+    dev: &DemoIssuer,
     database_url: &str,
 ) -> Result<(), String> {
     let bin_dir = idsync
@@ -393,8 +598,8 @@ fn write_env_file(
         secret = secret,
         authentik = stub.url(),
         authentik_token = STUB_TOKEN,
-        issuer = dev.issuer.issuer(),
-        audience = dev.issuer.client_id(),
+        issuer = dev.issuer,
+        audience = dev.audience,
         bin = bin_dir.display(),
     );
     let _ = std::fs::remove_file(path);
@@ -405,7 +610,7 @@ fn print_tour(
     args: &DemoArgs,
     base: &str,
     stub: &AuthentikStub,
-    dev: &DevIssuer,
+    dev: &DemoIssuer,
     database_url: &str,
     env_file: &Path,
 ) {
@@ -413,9 +618,9 @@ fn print_tour(
     println!(
         r#"
 idsync demo: ready at {base}
-  idsync          {base}  (API docs: {base}/docs)
+{frontend}  idsync          {base}  (API docs: {base}/docs)
   Authentik API   {stub_url}  (a stand-in with users 1 akadmin, 7 jane, 8 john, 9 an outpost account)
-  OIDC issuer     {issuer}  (a local one; its key is kept in {key})
+  OIDC issuer     {issuer}  (a local one{provider})
   database        {database_url}
   webhook secret  {secret}
 
@@ -439,9 +644,20 @@ Add or change a user in the stand-in, then send its webhook:
 
 Ctrl-C stops everything."#,
         stub_url = stub.url(),
-        issuer = dev.issuer.issuer(),
-        key = args.key_file.display(),
+        issuer = dev.issuer,
         env_file = env_file.display(),
+        frontend = match &args.frontend {
+            Some(_) => format!(
+                "  frontend        http://localhost:{}  (sign in as akadmin/akadmin, jane/jane or john/john)\n",
+                args.frontend_listen.port()
+            ),
+            None => String::new(),
+        },
+        provider = if args.node_issuer.is_some() {
+            ": npm oidc-provider"
+        } else {
+            ""
+        },
     );
 }
 
