@@ -2,6 +2,7 @@
 
 mod health;
 pub mod server;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,6 +120,9 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             schema_gate,
         ))
         .layer(cors(cors_origins))
+        // Outermost: the span covers everything above, CORS and the schema gate included.
+        .layer(trace::layer())
+        .layer(axum::middleware::from_fn(trace::request_id))
         .with_state(state)
 }
 

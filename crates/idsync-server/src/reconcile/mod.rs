@@ -50,6 +50,7 @@ use idsync_store::{EventStore, StoreError};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::metrics::{
     AUTHENTIK_REQUESTS, EVENTS_APPENDED, RECONCILE_LAST_DURATION, RECONCILE_LAST_RUN,
@@ -826,7 +827,8 @@ impl Periodic {
             // Dropping a run midway is safe: each batch commits alone, and the next
             // run picks up what this one did not get to.
             () = cancel.cancelled() => None,
-            result = reconcile(&self.pool, &self.store, &self.client, &options, &|_| {}) => Some(result),
+            result = reconcile(&self.pool, &self.store, &self.client, &options, &|_| {})
+                .instrument(tracing::info_span!("reconcile", trigger = "periodic")) => Some(result),
         };
         lock.release().await;
         match result {

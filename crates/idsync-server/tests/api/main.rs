@@ -16,3 +16,4 @@ mod reconcile;
 mod startup;
 mod subjects;
 mod sync;
+mod tracing;

@@ -19,6 +19,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::{Connection, PgPool};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::Projection;
 use crate::notify::Notifier;
@@ -75,7 +76,9 @@ pub async fn run<P: Projection>(
                 tracing::info!(projection = P::NAME, "projector active");
                 standby_logged = false;
                 state.active.store(true, Ordering::Relaxed);
-                let result = lead(&projection, &pool, &notifier, &config, lock, &cancel).await;
+                let result = lead(&projection, &pool, &notifier, &config, lock, &cancel)
+                    .instrument(tracing::info_span!("projector", projection = P::NAME))
+                    .await;
                 state.active.store(false, Ordering::Relaxed);
                 if let Err(err) = result {
                     tracing::warn!(projection = P::NAME, error = %err, "projector stopped; will try again");
