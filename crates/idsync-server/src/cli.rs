@@ -4,8 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
+
+use crate::auth::SubjectField;
+use crate::telemetry::LogFormat;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/idsync";
 
@@ -53,12 +56,6 @@ impl GlobalArgs {
             ..idsync_store::db::PoolConfig::default()
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Pretty,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,28 +275,6 @@ impl AuthentikArgs {
             (None, Some(_)) => Err(CliError::Config(
                 "IDSYNC_AUTHENTIK_TOKEN is set but IDSYNC_AUTHENTIK_URL is not: set Authentik's base URL".to_owned(),
             )),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SubjectField {
-    Pk,
-    Uuid,
-    Uid,
-    Username,
-    Email,
-}
-
-impl SubjectField {
-    /// The value as IDSYNC_OIDC_SUBJECT spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            SubjectField::Pk => "pk",
-            SubjectField::Uuid => "uuid",
-            SubjectField::Uid => "uid",
-            SubjectField::Username => "username",
-            SubjectField::Email => "email",
         }
     }
 }

@@ -2,7 +2,18 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use idsync_store::StoreError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The contract's error body (docs/contract.md): what every error answer carries, and
+/// what the OpenAPI document says they carry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: `invalid_token`, `forbidden`, `not_found`, `invalid_request`...
+    pub error: &'static str,
+    /// For people: what went wrong and what to do about it.
+    pub detail: String,
+}
 
 /// The error of the HTTP edge. Every variant becomes the contract's JSON error (docs/contract.md)
 /// `{"error": "<code>", "detail": "<human text>"}`; internals are logged, never sent.
@@ -122,7 +133,6 @@ impl IntoResponse for ApiError {
             _ if status.is_server_error() => tracing::error!(error = %self, "request failed"),
             _ => {}
         }
-        let mut response = (status, Json(json!({"error": code, "detail": detail}))).into_response();
         // RFC 6750 §3: the challenge tells the client what to do about its token.
         let challenge = match &self {
             ApiError::MissingToken => Some(r#"Bearer realm="idsync""#.to_owned()),
@@ -135,6 +145,14 @@ impl IntoResponse for ApiError {
             }
             _ => None,
         };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: code,
+                detail,
+            }),
+        )
+            .into_response();
         if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             response
                 .headers_mut()

@@ -12,8 +12,10 @@ pub mod feeds;
 pub mod http;
 pub mod intake;
 pub mod metrics;
+pub mod readiness;
 pub mod reconcile;
 pub mod shutdown;
+pub mod state;
 pub mod sync;
 pub mod telemetry;
 

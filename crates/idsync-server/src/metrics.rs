@@ -29,8 +29,7 @@ use idsync_store::projections::Projection;
 use idsync_store::projections::projector;
 use idsync_store::projections::users::UsersProjection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-use crate::http::AppState;
+use sqlx::PgPool;
 
 pub const WEBHOOKS_RECEIVED: &str = "idsync_webhooks_received_total";
 pub const INBOX_ITEMS: &str = "idsync_inbox_items";
@@ -112,8 +111,11 @@ fn describe() {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub async fn render(State(state): State<AppState>) -> Response {
-    let Some(handle) = &state.metrics else {
+pub async fn render(
+    State(handle): State<Option<PrometheusHandle>>,
+    State(pool): State<PgPool>,
+) -> Response {
+    let Some(handle) = &handle else {
         return (
             StatusCode::NOT_FOUND,
             "metrics are not enabled in this process\n",
@@ -122,15 +124,15 @@ pub async fn render(State(state): State<AppState>) -> Response {
     };
     // Database-wide gauges; if the database is down the scrape still answers, and the
     // stale values are the honest "last known".
-    if let Ok(counts) = inbox::counts(&state.pool).await {
+    if let Ok(counts) = inbox::counts(&pool).await {
         for (status, n) in counts {
             metrics::gauge!(INBOX_ITEMS, "status" => status.as_str()).set(n as f64);
         }
     }
-    if let Ok(age) = inbox::oldest_unfinished_age(&state.pool).await {
+    if let Ok(age) = inbox::oldest_unfinished_age(&pool).await {
         metrics::gauge!(INBOX_OLDEST_AGE).set(age.as_secs_f64());
     }
-    if let Ok(lag) = projector::lag(&state.pool, UsersProjection::NAME).await {
+    if let Ok(lag) = projector::lag(&pool, UsersProjection::NAME).await {
         metrics::gauge!(PROJECTION_LAG_EVENTS, "projection" => UsersProjection::NAME)
             .set(lag.events as f64);
         metrics::gauge!(PROJECTION_LAG_SECONDS, "projection" => UsersProjection::NAME)

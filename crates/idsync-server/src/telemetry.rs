@@ -2,7 +2,12 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// `IDSYNC_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
 
 /// Logs go to stderr so that commands printing tables or JSON keep stdout clean.
 /// `RUST_LOG` filters; without it idsync logs at info and its dependencies at warn.

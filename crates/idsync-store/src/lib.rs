@@ -9,8 +9,10 @@ pub mod event_store;
 pub mod feed;
 pub mod groups;
 pub mod inbox;
+pub mod locks;
 pub mod notify;
 pub mod projections;
+pub mod tickets;
 
 pub use error::StoreError;
 pub use event_store::{AppendedEvent, EventStore};

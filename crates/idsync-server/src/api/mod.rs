@@ -2,20 +2,40 @@
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path, Query, State};
 use idsync_store::feed::{self, FeedItem};
 use idsync_store::projections::users::{self, UserRow};
-use idsync_store::projections::users_cache;
+use idsync_store::projections::users_cache::{self, UsersCache};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::ApiError;
+use crate::auth::Identifier;
 use crate::auth::{AuthUser, tickets};
-use crate::http::AppState;
+use crate::error::ErrorBody;
+use crate::sync::on_demand::OnDemand;
 
-pub fn routes() -> OpenApiRouter<AppState> {
+/// What the API's handlers need; a sub-state of the router's state.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    /// Users' rows as the API sends them, kept correct by the hub.
+    pub users_cache: Arc<UsersCache>,
+    /// Syncs a caller's user at once when it is unknown (with Authentik configured).
+    pub on_demand: Option<Arc<OnDemand>>,
+}
+
+pub fn routes<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    ApiState: FromRef<S>,
+    Identifier: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(me))
         .routes(routes!(whoami))
@@ -24,14 +44,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(user_events))
         .routes(routes!(list_events))
         .routes(routes!(create_stream_ticket))
-}
-
-/// The contract's error body (docs/contract.md).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// A stable code: `invalid_token`, `forbidden`, `not_found`, `invalid_request`...
-    pub error: String,
-    pub detail: String,
 }
 
 const DEFAULT_LIMIT: i64 = 100;
@@ -176,7 +188,7 @@ async fn whoami(AuthUser(caller): AuthUser) -> Json<WhoAmI> {
         (status = 503, description = "OIDC not configured or issuer unreachable", body = ErrorBody),
     ))]
 async fn me(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     AuthUser(caller): AuthUser,
 ) -> Result<JsonBody, ApiError> {
     let not_synced = || {
@@ -226,7 +238,7 @@ impl axum::response::IntoResponse for JsonBody {
 
 /// User `pk`, from this process's users cache when it may answer, else from Postgres
 /// (caching the row when that is safe: see `users_cache`).
-async fn user_json(state: &AppState, pk: i64) -> Result<Option<JsonBody>, ApiError> {
+async fn user_json(state: &ApiState, pk: i64) -> Result<Option<JsonBody>, ApiError> {
     use crate::metrics::USERS_CACHE_READS;
     let cache = &state.users_cache;
     if let Some(hit) = cache.get(pk) {
@@ -254,7 +266,7 @@ async fn user_json(state: &AppState, pk: i64) -> Result<Option<JsonBody>, ApiErr
         (status = 403, description = "not an admin", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
     ))]
 async fn list_users(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     AuthUser(caller): AuthUser,
     query: Result<Query<UsersQuery>, QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -323,7 +335,7 @@ async fn list_users(
         (status = 403, description = "not allowed for this caller (insufficient_scope)", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
     ))]
 async fn get_user(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     AuthUser(caller): AuthUser,
     Path(pk): Path<i64>,
 ) -> Result<JsonBody, ApiError> {
@@ -341,7 +353,7 @@ async fn get_user(
         (status = 403, description = "not allowed for this caller (insufficient_scope)", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
     ))]
 async fn user_events(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     AuthUser(caller): AuthUser,
     Path(pk): Path<i64>,
     query: Result<Query<PageParams>, QueryRejection>,
@@ -359,7 +371,7 @@ async fn user_events(
         (status = 403, description = "not allowed for this caller (insufficient_scope)", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
     ))]
 async fn list_events(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     AuthUser(caller): AuthUser,
     query: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Json<EventsPage>, ApiError> {
@@ -382,7 +394,7 @@ fn events_page(events: Vec<FeedItem>, limit: i64) -> EventsPage {
         (status = 200, description = "OK", body = StreamTicket), (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
     ))]
 async fn create_stream_ticket(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     AuthUser(caller): AuthUser,
 ) -> Result<Json<StreamTicket>, ApiError> {
     let ticket = tickets::issue(&state.pool, &caller).await?;

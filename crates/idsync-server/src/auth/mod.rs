@@ -1,18 +1,25 @@
 //! Who is calling: bearer tokens verified by `idsync-oidc`, mapped to a user of the read
-//! model, with the admin flag from the token's `groups`. Extractors for handlers:
-//! [`AuthUser`] (401 without a valid token) and [`MaybeAuthUser`] (anonymous allowed).
+//! model, with the admin flag from the token's `groups`. [`Identifier`] is the one
+//! identification path (bearer, ticket, gateway); [`AuthUser`] is its extractor for
+//! handlers that need a caller.
 
+pub mod gateway;
+mod identify;
 pub mod tickets;
 
-use axum::extract::FromRequestParts;
+pub use identify::{Accepts, Identifier, Refused};
+
+use std::time::Duration;
+
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use clap::ValueEnum;
 use idsync_oidc::{Claims, Verifier, VerifyError};
+use idsync_store::projections::users::{self, SubjectColumn};
 use sqlx::PgPool;
 
 use crate::ApiError;
-use crate::cli::SubjectField;
-use crate::http::AppState;
 
 /// How a caller was identified (the WebSocket `hello` reports it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -21,6 +28,16 @@ pub enum Via {
     Bearer,
     Ticket,
     Gateway,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Bearer => "bearer",
+            Via::Ticket => "ticket",
+            Via::Gateway => "gateway",
+        }
+    }
 }
 
 /// An authenticated caller.
@@ -34,6 +51,16 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// How long the caller's credential stays valid: a stream or socket ends then.
+    /// Capped at a year (a gateway identity has no expiry of its own).
+    pub fn expires_in(&self) -> Duration {
+        let seconds = self
+            .claims
+            .exp
+            .saturating_sub(chrono::Utc::now().timestamp());
+        Duration::from_secs(u64::try_from(seconds).unwrap_or(0).min(365 * 24 * 3600))
+    }
+
     /// Admins may read anyone; others only themselves.
     pub fn may_read(&self, pk: i64) -> bool {
         self.is_admin || self.user_pk == Some(pk)
@@ -90,34 +117,28 @@ impl Auth {
             }
         })?;
         let user_pk = self.resolve(pool, &claims).await?;
+        Ok(self.caller(claims, user_pk, via))
+    }
+
+    /// The one place a caller's admin flag is decided.
+    pub fn caller(&self, claims: Claims, user_pk: Option<i64>, via: Via) -> Caller {
         let is_admin = claims.groups.iter().any(|g| g == &self.admin_group);
-        Ok(Caller {
+        Caller {
             claims,
             user_pk,
             is_admin,
             via,
-        })
+        }
     }
 
     /// The caller's pk, from `sub` per IDSYNC_OIDC_SUBJECT.
     pub async fn resolve(&self, pool: &PgPool, claims: &Claims) -> Result<Option<i64>, ApiError> {
         let sub = claims.sub.as_str();
-        let column = match self.subject {
+        match self.subject.column() {
             // sub_mode user_id: sub is the pk itself, no lookup needed.
-            SubjectField::Pk => return Ok(sub.parse::<i64>().ok().filter(|pk| *pk > 0)),
-            SubjectField::Uuid => "uuid::text",
-            SubjectField::Username => "username",
-            SubjectField::Email => "email",
-            // sub_mode hashed_user_id, Authentik's default.
-            SubjectField::Uid => "uid",
-        };
-        Ok(sqlx::query_scalar(&format!(
-            "SELECT pk FROM users WHERE {column} = $1 AND deleted_at IS NULL ORDER BY pk LIMIT 1"
-        ))
-        .bind(sub)
-        .fetch_optional(pool)
-        .await
-        .map_err(idsync_store::StoreError::from)?)
+            None => Ok(sub.parse::<i64>().ok().filter(|pk| *pk > 0)),
+            Some(column) => Ok(users::pk_by(pool, column, sub).await?),
+        }
     }
 }
 
@@ -153,16 +174,7 @@ pub async fn subject_coverage(
     pool: &PgPool,
     field: SubjectField,
 ) -> Result<SubjectCoverage, idsync_store::StoreError> {
-    let condition = match field {
-        SubjectField::Pk | SubjectField::Uuid | SubjectField::Username => "true",
-        SubjectField::Email => "email <> ''",
-        SubjectField::Uid => "uid IS NOT NULL",
-    };
-    let (users, resolvable): (i64, i64) = sqlx::query_as(&format!(
-        "SELECT count(*), count(*) FILTER (WHERE {condition}) FROM users WHERE deleted_at IS NULL"
-    ))
-    .fetch_one(pool)
-    .await?;
+    let (users, resolvable) = users::column_coverage(pool, field.column()).await?;
     Ok(SubjectCoverage { users, resolvable })
 }
 
@@ -189,41 +201,55 @@ pub fn token_in_url(uri: &axum::http::Uri) -> bool {
     })
 }
 
-/// A caller with a valid bearer token.
+/// A caller with a valid bearer token; 401 (or 503 without OIDC) otherwise.
 pub struct AuthUser(pub Caller);
 
-impl FromRequestParts<AppState> for AuthUser {
+impl<S> FromRequestParts<S> for AuthUser
+where
+    Identifier: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if state.auth.verifier.is_none() {
-            return Err(ApiError::OidcNotConfigured);
-        }
-        if token_in_url(&parts.uri) {
-            return Err(ApiError::TokenInUrl);
-        }
-        let token = bearer(&parts.headers).ok_or(ApiError::MissingToken)?;
-        state
-            .auth
-            .authenticate(&state.pool, token, Via::Bearer)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Identifier::from_ref(state)
+            .require(&parts.uri, &parts.headers, None, Accepts::BEARER)
             .await
             .map(AuthUser)
     }
 }
 
-/// A caller who may be anonymous. A token that is present must still be valid.
-pub struct MaybeAuthUser(pub Option<Caller>);
+/// `IDSYNC_OIDC_SUBJECT`: which field of a user a token's `sub` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SubjectField {
+    Pk,
+    Uuid,
+    Uid,
+    Username,
+    Email,
+}
 
-impl FromRequestParts<AppState> for MaybeAuthUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if bearer(&parts.headers).is_none() {
-            return Ok(MaybeAuthUser(None));
+impl SubjectField {
+    /// The value as IDSYNC_OIDC_SUBJECT spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SubjectField::Pk => "pk",
+            SubjectField::Uuid => "uuid",
+            SubjectField::Uid => "uid",
+            SubjectField::Username => "username",
+            SubjectField::Email => "email",
         }
-        AuthUser::from_request_parts(parts, state)
-            .await
-            .map(|AuthUser(caller)| MaybeAuthUser(Some(caller)))
+    }
+
+    /// The read model's column holding it; `None` for the pk itself.
+    pub fn column(self) -> Option<SubjectColumn> {
+        match self {
+            SubjectField::Pk => None,
+            SubjectField::Uuid => Some(SubjectColumn::Uuid),
+            SubjectField::Uid => Some(SubjectColumn::Uid),
+            SubjectField::Username => Some(SubjectColumn::Username),
+            SubjectField::Email => Some(SubjectColumn::Email),
+        }
     }
 }
 

@@ -7,7 +7,8 @@ use idsync_store::db;
 use sqlx::PgPool;
 
 use crate::CliError;
-use crate::cli::{GlobalArgs, ServeArgs, SubjectField};
+use crate::auth::SubjectField;
+use crate::cli::{GlobalArgs, ServeArgs};
 
 /// One line of the report.
 enum Verdict {

@@ -14,9 +14,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::CliError;
+use crate::api::ApiState;
+use crate::auth::Identifier;
 use crate::cli::{GlobalArgs, ServeArgs};
-use crate::http::{self, AppState, Readiness};
+use crate::feeds::FeedState;
+use crate::http;
+use crate::intake::IntakeState;
+use crate::readiness::Readiness;
 use crate::shutdown;
+use crate::state::AppState;
 use crate::sync::{SyncConfig, Syncer};
 
 /// How long shutdown waits for background tasks before giving up on them. SIGTERM must
@@ -45,7 +51,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         ));
     };
     let authentik = args.authentik.client()?;
-    let trusted_proxies = crate::feeds::identity::TrustedProxies::parse(&args.trusted_proxies)
+    let trusted_proxies = crate::auth::gateway::TrustedProxies::parse(&args.trusted_proxies)
         .map_err(CliError::Config)?;
     let notifier = Notifier::new(NOTIFY_CAPACITY);
     let users_cache = Arc::new(idsync_store::projections::users_cache::UsersCache::new(
@@ -138,17 +144,28 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     let state = AppState {
         pool: pool.clone(),
         readiness,
-        webhook_secret: Arc::new(webhook_secret),
-        intake: crate::intake::IntakeQueue::start(pool.clone(), INTAKE_WRITERS),
-        wake_sync,
         metrics: crate::metrics::install(),
-        auth,
-        hub: hub.clone(),
-        trusted_proxies: Arc::new(trusted_proxies),
-        shutdown: cancel.clone(),
-        rejections: crate::intake::Rejections::default(),
-        on_demand,
-        users_cache,
+        intake: IntakeState {
+            webhook_secret: Arc::new(webhook_secret),
+            intake: crate::intake::IntakeQueue::start(pool.clone(), INTAKE_WRITERS),
+            wake_sync,
+            rejections: crate::intake::Rejections::default(),
+        },
+        identifier: Identifier {
+            auth,
+            pool: pool.clone(),
+            trusted_proxies: Arc::new(trusted_proxies),
+        },
+        api: ApiState {
+            pool: pool.clone(),
+            users_cache,
+            on_demand,
+        },
+        feeds: FeedState {
+            pool: pool.clone(),
+            hub: hub.clone(),
+            shutdown: cancel.clone(),
+        },
     };
     tracing::info!(
         %addr,

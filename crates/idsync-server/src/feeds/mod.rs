@@ -8,7 +8,6 @@
 //! simply re-reads the database from the last position it sent.
 
 pub mod hub;
-pub mod identity;
 pub mod sse;
 pub mod ws;
 
@@ -21,6 +20,16 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::auth::Caller;
 pub use hub::Hub;
+
+/// What the live feeds need besides identifying callers; a sub-state of the router's
+/// state.
+#[derive(Clone)]
+pub struct FeedState {
+    pub pool: PgPool,
+    pub hub: Hub,
+    /// Cancelled on SIGTERM: open streams and sockets end so shutdown is prompt.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
 
 /// A feed item on its way to subscribers, with its wire forms computed once and shared:
 /// with thousands of subscribers, serialising per subscriber would dominate the cost.

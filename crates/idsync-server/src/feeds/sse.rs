@@ -12,10 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{Filter, Start, Subscription};
+use super::{FeedState, Filter, Start, Subscription};
 use crate::ApiError;
-use crate::auth::{self, Caller, Via, tickets};
-use crate::http::AppState;
+use crate::auth::{Accepts, Identifier};
 use crate::metrics::{FEED_EVENTS_DELIVERED, SSE_STREAMS_OPEN};
 
 /// How long a browser waits before reconnecting.
@@ -38,18 +37,26 @@ pub struct StreamParams {
         ("Last-Event-ID" = Option<i64>, Header, description = "resume after this position")),
     responses(
         (status = 200, description = "text/event-stream: `id:` position, `event:` type, `data:` the feed item", content_type = "text/event-stream", body = String),
-        (status = 400, description = "invalid `after` or `Last-Event-ID`", body = crate::api::ErrorBody),
-        (status = 401, description = "missing or invalid token or ticket", body = crate::api::ErrorBody),
-        (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = crate::api::ErrorBody),
+        (status = 400, description = "invalid `after` or `Last-Event-ID`", body = crate::error::ErrorBody),
+        (status = 401, description = "missing or invalid token or ticket", body = crate::error::ErrorBody),
+        (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = crate::error::ErrorBody),
     ))]
 pub async fn stream(
-    State(state): State<AppState>,
+    State(state): State<FeedState>,
+    State(identifier): State<Identifier>,
     headers: HeaderMap,
     uri: Uri,
     query: Result<Query<StreamParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-    let caller = identify(&state, &headers, &uri, params.ticket.as_deref()).await?;
+    let caller = identifier
+        .require(
+            &uri,
+            &headers,
+            params.ticket.as_deref(),
+            Accepts::BEARER_OR_TICKET,
+        )
+        .await?;
     let start = start_of(&headers, params.after)?;
     let mut subscription = Subscription::start(
         state.pool.clone(),
@@ -60,9 +67,7 @@ pub async fn stream(
     .await?;
     let shutdown = state.shutdown.clone();
     // The stream ends when the caller's token does.
-    let expires_in = Duration::from_secs(
-        u64::try_from(caller.claims.exp - chrono::Utc::now().timestamp()).unwrap_or(0),
-    );
+    let expires_in = caller.expires_in();
     let open = OpenGauge::new(SSE_STREAMS_OPEN);
     let delivered = metrics::counter!(FEED_EVENTS_DELIVERED, "transport" => "sse");
     let expires_at = tokio::time::Instant::now() + expires_in;
@@ -156,30 +161,6 @@ enum End {
 
 /// Most bytes gathered into one write.
 const MAX_WRITE: usize = 64 * 1024;
-
-async fn identify(
-    state: &AppState,
-    headers: &HeaderMap,
-    uri: &Uri,
-    ticket: Option<&str>,
-) -> Result<Caller, ApiError> {
-    if state.auth.verifier.is_none() {
-        return Err(ApiError::OidcNotConfigured);
-    }
-    if auth::token_in_url(uri) {
-        return Err(ApiError::TokenInUrl);
-    }
-    match (auth::bearer(headers), ticket) {
-        (Some(token), _) => {
-            state
-                .auth
-                .authenticate(&state.pool, token, Via::Bearer)
-                .await
-        }
-        (None, Some(ticket)) => tickets::redeem(&state.pool, ticket).await,
-        (None, None) => Err(ApiError::MissingToken),
-    }
-}
 
 fn start_of(headers: &HeaderMap, after: Option<i64>) -> Result<Start, ApiError> {
     let last_event_id = match headers.get("last-event-id") {

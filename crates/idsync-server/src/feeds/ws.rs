@@ -10,14 +10,13 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::IntoParams;
 
-use super::identity::{self, Identity};
 use super::sse::OpenGauge;
-use super::{Filter, Start, Subscription};
-use crate::http::AppState;
+use super::{FeedState, Filter, Start, Subscription};
+use crate::auth::{Accepts, Caller, Identifier};
 use crate::metrics::{FEED_EVENTS_DELIVERED, WS_CONNECTIONS_OPEN};
 
 /// Client frames are small; nothing legitimate comes close to this.
@@ -35,37 +34,50 @@ pub struct WsParams {
     responses((status = 101, description = "switching protocols; then JSON frames: hello, pong, echo, event, error")))]
 pub async fn upgrade(
     ws: WebSocketUpgrade,
-    State(state): State<AppState>,
+    State(state): State<FeedState>,
+    State(identifier): State<Identifier>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(params): Query<WsParams>,
 ) -> Response {
-    let identity = identity::identify(&state, peer.ip(), &headers, params.ticket.as_deref()).await;
+    // Nothing here fails the handshake: a browser cannot see why one failed, so a
+    // refused credential is reported in-protocol and the caller is anonymous.
+    let identity = match identifier
+        .identify(
+            &headers,
+            params.ticket.as_deref(),
+            Some(peer.ip()),
+            Accepts::ANY,
+        )
+        .await
+    {
+        Ok(caller) => Identity {
+            caller,
+            problem: None,
+        },
+        Err(refused) => Identity {
+            caller: None,
+            problem: Some((refused.code, refused.error.to_string())),
+        },
+    };
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| session(socket, state, identity))
 }
 
-async fn session(mut socket: WebSocket, state: AppState, identity: Identity) {
+async fn session(mut socket: WebSocket, state: FeedState, identity: Identity) {
     let _open = OpenGauge::new(WS_CONNECTIONS_OPEN);
     if let Some((code, detail)) = &identity.problem
-        && send(
-            &mut socket,
-            &json!({"type": "error", "code": code, "detail": detail}),
-        )
-        .await
-        .is_err()
+        && send(&mut socket, &ServerMessage::error(code, detail.clone()))
+            .await
+            .is_err()
     {
         return;
     }
     if send(&mut socket, &identity.hello()).await.is_err() {
         return;
     }
-    let expires_in = identity.caller.as_ref().map(|c| {
-        Duration::from_secs(
-            u64::try_from(c.claims.exp.saturating_sub(chrono::Utc::now().timestamp())).unwrap_or(0),
-        )
-    });
+    let expires_in = identity.caller.as_ref().map(Caller::expires_in);
     let expiry = tokio::time::sleep(expires_in.unwrap_or(Duration::from_secs(365 * 24 * 3600)));
     tokio::pin!(expiry);
     let mut subscription: Option<Subscription> = None;
@@ -76,7 +88,7 @@ async fn session(mut socket: WebSocket, state: AppState, identity: Identity) {
                 return;
             }
             () = &mut expiry, if expires_in.is_some() => {
-                let _ = send(&mut socket, &json!({"type": "error", "code": "token_expired", "detail": "the access token expired; reconnect with a new one"})).await;
+                let _ = send(&mut socket, &ServerMessage::error("token_expired", "the access token expired; reconnect with a new one")).await;
                 let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: Utf8Bytes::from_static("token expired") }))).await;
                 return;
             }
@@ -112,7 +124,7 @@ async fn session(mut socket: WebSocket, state: AppState, identity: Identity) {
                 Err(err) => {
                     tracing::warn!(error = %err, "live feed read failed for a socket");
                     subscription = None;
-                    if send(&mut socket, &json!({"type": "error", "code": "feed_unavailable", "detail": "the event feed is unavailable; subscribe again"})).await.is_err() {
+                    if send(&mut socket, &ServerMessage::error("feed_unavailable", "the event feed is unavailable; subscribe again")).await.is_err() {
                         return;
                     }
                 }
@@ -146,11 +158,11 @@ enum ClientMessage {
 }
 
 async fn handle(
-    state: &AppState,
+    state: &FeedState,
     identity: &Identity,
     subscription: &mut Option<Subscription>,
     text: &str,
-) -> Option<Value> {
+) -> Option<ServerMessage> {
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(m) => m,
         Err(e) => {
@@ -160,13 +172,14 @@ async fn handle(
         }
     };
     match message {
-        ClientMessage::Ping => Some(json!({"type": "pong"})),
-        ClientMessage::Echo { data } => Some(json!({"type": "echo", "data": data})),
+        ClientMessage::Ping => Some(ServerMessage::Pong),
+        ClientMessage::Echo { data } => Some(ServerMessage::Echo { data }),
         ClientMessage::Subscribe { after } => {
             let Some(caller) = &identity.caller else {
-                return Some(
-                    json!({"type": "error", "code": "login_required", "detail": "subscribe needs an identified caller: a bearer token, a stream ticket, or a trusted gateway"}),
-                );
+                return Some(ServerMessage::error(
+                    "login_required",
+                    "subscribe needs an identified caller: a bearer token, a stream ticket, or a trusted gateway",
+                ));
             };
             let start = match after {
                 Some(a) if a < 0 => return Some(bad_message("after must be >= 0")),
@@ -183,25 +196,99 @@ async fn handle(
             {
                 Ok(s) => {
                     *subscription = Some(s);
-                    Some(json!({"type": "subscribed", "after": after}))
+                    Some(ServerMessage::Subscribed { after })
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot start a subscription");
-                    Some(
-                        json!({"type": "error", "code": "feed_unavailable", "detail": "the event feed is unavailable; try again"}),
-                    )
+                    Some(ServerMessage::error(
+                        "feed_unavailable",
+                        "the event feed is unavailable; try again",
+                    ))
                 }
             }
         }
     }
 }
 
-fn bad_message(detail: &str) -> Value {
-    json!({"type": "error", "code": "bad_message", "detail": detail})
+fn bad_message(detail: &str) -> ServerMessage {
+    ServerMessage::error("bad_message", detail)
 }
 
-async fn send(socket: &mut WebSocket, value: &Value) -> Result<(), axum::Error> {
-    socket
-        .send(Message::Text(Utf8Bytes::from(value.to_string())))
-        .await
+/// Who is on the other end, decided once at the handshake.
+struct Identity {
+    caller: Option<Caller>,
+    /// A refused credential, told to the client first (`invalid_token`, `invalid_ticket`).
+    problem: Option<(&'static str, String)>,
+}
+
+impl Identity {
+    fn hello(&self) -> ServerMessage {
+        match &self.caller {
+            None => ServerMessage::Hello {
+                authenticated: false,
+                via: "anonymous",
+                user: None,
+            },
+            Some(c) => ServerMessage::Hello {
+                authenticated: true,
+                via: c.via.as_str(),
+                user: Some(HelloUser {
+                    sub: c.claims.sub.clone(),
+                    preferred_username: c.claims.preferred_username.clone(),
+                    email: c.claims.email.clone(),
+                    name: c.claims.name.clone(),
+                    user_pk: c.user_pk,
+                    admin: c.is_admin,
+                }),
+            },
+        }
+    }
+}
+
+/// Frames the server sends, besides events (built once per event by the hub, see
+/// `LiveItem::ws_json`). docs/contract.md lists them.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ServerMessage {
+    Hello {
+        authenticated: bool,
+        /// `bearer`, `ticket`, `gateway` or `anonymous`.
+        via: &'static str,
+        user: Option<HelloUser>,
+    },
+    Pong,
+    Echo {
+        data: Value,
+    },
+    Subscribed {
+        after: Option<i64>,
+    },
+    Error {
+        code: &'static str,
+        detail: String,
+    },
+}
+
+impl ServerMessage {
+    fn error(code: &'static str, detail: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct HelloUser {
+    sub: String,
+    preferred_username: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
+    user_pk: Option<i64>,
+    admin: bool,
+}
+
+async fn send(socket: &mut WebSocket, message: &ServerMessage) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(message).unwrap_or_default();
+    socket.send(Message::Text(Utf8Bytes::from(text))).await
 }

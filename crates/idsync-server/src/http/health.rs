@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::AppState;
+use crate::state::AppState;
 
 /// Alive as long as the process can answer; deliberately checks nothing else, so an
 /// orchestrator does not restart a process whose database is merely down.
@@ -42,7 +42,13 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     }
     reasons.extend(state.readiness.reasons());
     let mut warnings = state.readiness.warnings();
-    warnings.extend(state.rejections.warning().map(|w| format!("webhook: {w}")));
+    warnings.extend(
+        state
+            .intake
+            .rejections
+            .warning()
+            .map(|w| format!("webhook: {w}")),
+    );
     let (status, mut body) = if reasons.is_empty() {
         (StatusCode::OK, json!({"status": "ready"}))
     } else {

@@ -1,19 +1,12 @@
-//! The HTTP edge: the router and the state its handlers share.
+//! The HTTP edge: the router and its OpenAPI document, CORS, the schema gate, request
+//! logging, health and the server loop.
 
 mod health;
 pub mod server;
 mod trace;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use metrics_exporter_prometheus::PrometheusHandle;
-use secrecy::SecretString;
-use sqlx::PgPool;
-use tokio::sync::Notify;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -21,93 +14,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::readiness::Readiness;
+use crate::state::AppState;
 use crate::{intake, metrics};
-
-/// What handlers share. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub readiness: Readiness,
-    pub webhook_secret: Arc<SecretString>,
-    pub intake: intake::IntakeQueue,
-    /// Wakes this process's sync workers when intake stored an item.
-    pub wake_sync: Arc<Notify>,
-    pub metrics: Option<PrometheusHandle>,
-    pub auth: Arc<crate::auth::Auth>,
-    pub hub: crate::feeds::Hub,
-    pub trusted_proxies: Arc<crate::feeds::identity::TrustedProxies>,
-    /// Cancelled on SIGTERM: open streams and sockets end so shutdown is prompt.
-    pub shutdown: tokio_util::sync::CancellationToken,
-    /// Webhooks refused for their secret, for the log and `/readyz`.
-    pub rejections: intake::Rejections,
-    /// Syncs a caller's user at once when it is unknown (with Authentik configured).
-    pub on_demand: Option<Arc<crate::sync::on_demand::OnDemand>>,
-    /// Users' rows as the API sends them, kept correct by the hub.
-    pub users_cache: Arc<idsync_store::projections::users_cache::UsersCache>,
-}
-
-/// Reasons background components give for the process not being ready (Authentik
-/// rejecting our token, bootstrap still failing...). `/readyz` adds them to what it
-/// checks itself. Keyed by component so each one sets and clears only its own.
-///
-/// Warnings are shown by `/readyz` without failing it: conditions an operator should
-/// see that do not stop the process from doing its job (webhooks are still stored).
-#[derive(Clone, Default)]
-pub struct Readiness {
-    reasons: Arc<RwLock<BTreeMap<&'static str, String>>>,
-    warnings: Arc<RwLock<BTreeMap<&'static str, String>>>,
-    /// Set once this process has brought the schema up to date. Until then every route
-    /// that touches the database answers 503 (see [`schema_gate`]).
-    schema_ready: Arc<AtomicBool>,
-}
-
-impl Readiness {
-    pub fn mark_schema_ready(&self) {
-        self.schema_ready.store(true, Ordering::Release);
-    }
-
-    pub fn is_schema_ready(&self) -> bool {
-        self.schema_ready.load(Ordering::Acquire)
-    }
-
-    pub fn set(&self, component: &'static str, reason: impl Into<String>) {
-        if let Ok(mut map) = self.reasons.write() {
-            map.insert(component, reason.into());
-        }
-    }
-
-    pub fn clear(&self, component: &'static str) {
-        if let Ok(mut map) = self.reasons.write() {
-            map.remove(component);
-        }
-    }
-
-    pub fn warn(&self, component: &'static str, warning: impl Into<String>) {
-        if let Ok(mut map) = self.warnings.write() {
-            map.insert(component, warning.into());
-        }
-    }
-
-    pub fn clear_warning(&self, component: &'static str) {
-        if let Ok(mut map) = self.warnings.write() {
-            map.remove(component);
-        }
-    }
-
-    pub fn reasons(&self) -> Vec<String> {
-        render(&self.reasons)
-    }
-
-    pub fn warnings(&self) -> Vec<String> {
-        render(&self.warnings)
-    }
-}
-
-fn render(map: &RwLock<BTreeMap<&'static str, String>>) -> Vec<String> {
-    map.read()
-        .map(|map| map.iter().map(|(k, v)| format!("{k}: {v}")).collect())
-        .unwrap_or_default()
-}
 
 /// Every route and its OpenAPI description come from one list, so the two cannot
 /// drift apart. `/openapi.json` and the `/docs` UI are added around it.

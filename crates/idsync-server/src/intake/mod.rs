@@ -10,9 +10,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use futures::StreamExt;
 use idsync_authentik::webhook::{self, Parsed, Subject};
 use idsync_store::inbox::{self, Inserted, NewItem};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
 
 mod queue;
 mod rejections;
@@ -21,8 +23,18 @@ pub use queue::{IntakeError, IntakeQueue};
 pub use rejections::Rejections;
 
 use crate::ApiError;
-use crate::http::AppState;
 use crate::metrics::WEBHOOKS_RECEIVED;
+
+/// What the webhook handler needs; a sub-state of the router's state.
+#[derive(Clone)]
+pub struct IntakeState {
+    pub webhook_secret: Arc<SecretString>,
+    pub intake: IntakeQueue,
+    /// Wakes this process's sync workers when intake stored an item.
+    pub wake_sync: Arc<Notify>,
+    /// Webhooks refused for their secret, for the log and `/readyz`.
+    pub rejections: Rejections,
+}
 
 /// Largest body accepted. Authentik's bodies are well under 4 KiB.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -38,14 +50,14 @@ pub const MAX_BODY: usize = 64 * 1024;
          example = json!({"status": "accepted", "inbox_id": "01a2..."})),
         (status = 200, description = "a re-delivery of an event_id seen before", body = Object,
          example = json!({"status": "duplicate", "inbox_id": "01a2..."})),
-        (status = 400, description = "malformed body", body = crate::api::ErrorBody),
-        (status = 401, description = "wrong or missing secret", body = crate::api::ErrorBody),
-        (status = 413, description = "larger than 64 KiB", body = crate::api::ErrorBody),
-        (status = 415, description = "not application/json", body = crate::api::ErrorBody),
-        (status = 503, description = "database unavailable; Authentik retries", body = crate::api::ErrorBody),
+        (status = 400, description = "malformed body", body = crate::error::ErrorBody),
+        (status = 401, description = "wrong or missing secret", body = crate::error::ErrorBody),
+        (status = 413, description = "larger than 64 KiB", body = crate::error::ErrorBody),
+        (status = 415, description = "not application/json", body = crate::error::ErrorBody),
+        (status = 503, description = "database unavailable; Authentik retries", body = crate::error::ErrorBody),
     ))]
 pub async fn receive(
-    State(state): State<AppState>,
+    State(state): State<IntakeState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Body,
@@ -69,7 +81,7 @@ pub async fn receive(
 }
 
 async fn handle(
-    state: &AppState,
+    state: &IntakeState,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {

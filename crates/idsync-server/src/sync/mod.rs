@@ -26,8 +26,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::http::Readiness;
 use crate::metrics::{AUTHENTIK_REQUESTS, EVENTS_APPENDED, SYNC_FINISHED};
+use crate::readiness::Readiness;
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {

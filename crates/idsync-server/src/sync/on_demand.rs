@@ -18,7 +18,7 @@ use idsync_store::projections::users::{self, UserRow};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::cli::SubjectField;
+use crate::auth::SubjectField;
 
 /// How long a subject Authentik did not know is not asked about again.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(60);

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::PgConnection;
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Projection;
+use crate::locks::SessionLock;
 use crate::notify::Notifier;
 use crate::{StoreError, feed};
 
@@ -71,7 +71,7 @@ pub async fn run<P: Projection>(
 ) {
     let mut standby_logged = false;
     while !cancel.is_cancelled() {
-        match try_lead(&pool, P::NAME).await {
+        match SessionLock::try_acquire(&pool, &leader_key(P::NAME)).await {
             Ok(Some(lock)) => {
                 tracing::info!(projection = P::NAME, "projector active");
                 standby_logged = false;
@@ -104,34 +104,19 @@ pub async fn run<P: Projection>(
     }
 }
 
-/// The leader's lock connection, if we got the lock.
-async fn try_lead(pool: &PgPool, name: &str) -> Result<Option<PgConnection>, StoreError> {
-    let mut conn = pool.acquire().await?.detach();
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-        .bind(leader_key(name))
-        .fetch_one(&mut conn)
-        .await?;
-    if locked {
-        Ok(Some(conn))
-    } else {
-        let _ = conn.close().await;
-        Ok(None)
-    }
-}
-
 async fn lead<P: Projection>(
     projection: &P,
     pool: &PgPool,
     notifier: &Notifier,
     config: &ProjectorConfig,
-    mut lock: PgConnection,
+    mut lock: SessionLock,
     cancel: &CancellationToken,
 ) -> Result<(), StoreError> {
     // Subscribe before the first read, so nothing committed in between is slept through.
     let mut signals = notifier.subscribe();
     loop {
         if cancel.is_cancelled() {
-            let _ = lock.close().await;
+            lock.release().await;
             return Ok(());
         }
         let applied = project_batch(projection, pool, config.batch).await?;
@@ -153,7 +138,7 @@ async fn lead<P: Projection>(
             () = tokio::time::sleep(config.poll) => {
                 // Still the leader? If the lock connection died, the lock is gone and
                 // another process may have taken over: stand down.
-                sqlx::query("SELECT 1").execute(&mut lock).await?;
+                lock.check().await?;
             }
         }
     }

@@ -13,6 +13,7 @@ use std::time::Instant;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use super::Projection;
+use crate::locks::SessionLock;
 use crate::{StoreError, feed};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,27 +89,24 @@ pub async fn replay<P: Projection>(
     let batch = batch.clamp(1, feed::MAX_PAGE * 50);
     let table = P::TABLE;
     let rebuild = format!("{table}_rebuild");
-    let mut conn = pool.acquire().await?.detach();
-
-    // One replay per projection at a time: a second would drop the first's table.
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-        .bind(format!("idsync:replay:{}", P::NAME))
-        .fetch_one(&mut conn)
-        .await?;
-    if !locked {
+    // One replay per projection at a time: a second would drop the first's table. The
+    // whole replay runs on the lock's connection.
+    let Some(mut conn) =
+        SessionLock::try_acquire(pool, &format!("idsync:replay:{}", P::NAME)).await?
+    else {
         return Err(StoreError::Busy(format!(
             "another replay of {} is running",
             P::NAME
         )));
-    }
+    };
 
     sqlx::query(&format!("DROP TABLE IF EXISTS {rebuild}"))
-        .execute(&mut conn)
+        .execute(&mut *conn)
         .await?;
     sqlx::query(&format!(
         "CREATE TABLE {rebuild} (LIKE {table} INCLUDING ALL)"
     ))
-    .execute(&mut conn)
+    .execute(&mut *conn)
     .await?;
 
     // The bulk of the work: everything up to about now, built by the projection.
@@ -177,7 +175,7 @@ pub async fn replay<P: Projection>(
         .await?;
     tx.commit().await?;
     progress.update(done, position);
-    let _ = conn.close().await;
+    conn.release().await;
     Ok(ReplayReport {
         events: done,
         position,

@@ -719,3 +719,61 @@ mod tests {
         );
     }
 }
+
+/// A column a token's `sub` can name a user by (the pk itself needs no lookup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectColumn {
+    Uuid,
+    Username,
+    Email,
+    Uid,
+}
+
+impl SubjectColumn {
+    fn sql(self) -> &'static str {
+        match self {
+            SubjectColumn::Uuid => "uuid::text",
+            SubjectColumn::Username => "username",
+            SubjectColumn::Email => "email",
+            SubjectColumn::Uid => "uid",
+        }
+    }
+
+    /// Which users have the column filled in at all (`uid` is missing for users synced
+    /// before idsync kept it; an email may be empty).
+    fn present(self) -> &'static str {
+        match self {
+            SubjectColumn::Uuid | SubjectColumn::Username => "true",
+            SubjectColumn::Email => "email <> ''",
+            SubjectColumn::Uid => "uid IS NOT NULL",
+        }
+    }
+}
+
+/// The pk of the live user whose `column` is `value` (the lowest, should two share it).
+pub async fn pk_by<'e>(
+    db: impl PgExecutor<'e>,
+    column: SubjectColumn,
+    value: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT pk FROM users WHERE {} = $1 AND deleted_at IS NULL ORDER BY pk LIMIT 1",
+        column.sql()
+    ))
+    .bind(value)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Live users, and how many of them have `column` (None: every user, the pk).
+pub async fn column_coverage<'e>(
+    db: impl PgExecutor<'e>,
+    column: Option<SubjectColumn>,
+) -> Result<(i64, i64), StoreError> {
+    let condition = column.map_or("true", SubjectColumn::present);
+    Ok(sqlx::query_as(&format!(
+        "SELECT count(*), count(*) FILTER (WHERE {condition}) FROM users WHERE deleted_at IS NULL"
+    ))
+    .fetch_one(db)
+    .await?)
+}

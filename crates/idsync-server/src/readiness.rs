@@ -1,0 +1,70 @@
+//! What this process reports about itself on `/readyz`, set by the components that
+//! know (the sync worker, start-up checks) and read by the health handler. A leaf: it
+//! depends on nothing else in the crate.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Reasons background components give for the process not being ready (Authentik
+/// rejecting our token, bootstrap still failing...). `/readyz` adds them to what it
+/// checks itself. Keyed by component so each one sets and clears only its own.
+///
+/// Warnings are shown by `/readyz` without failing it: conditions an operator should
+/// see that do not stop the process from doing its job (webhooks are still stored).
+#[derive(Clone, Default)]
+pub struct Readiness {
+    reasons: Arc<RwLock<BTreeMap<&'static str, String>>>,
+    warnings: Arc<RwLock<BTreeMap<&'static str, String>>>,
+    /// Set once this process has brought the schema up to date. Until then every route
+    /// that touches the database answers 503 (see `http::schema_gate`).
+    schema_ready: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    pub fn mark_schema_ready(&self) {
+        self.schema_ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_schema_ready(&self) -> bool {
+        self.schema_ready.load(Ordering::Acquire)
+    }
+
+    pub fn set(&self, component: &'static str, reason: impl Into<String>) {
+        if let Ok(mut map) = self.reasons.write() {
+            map.insert(component, reason.into());
+        }
+    }
+
+    pub fn clear(&self, component: &'static str) {
+        if let Ok(mut map) = self.reasons.write() {
+            map.remove(component);
+        }
+    }
+
+    pub fn warn(&self, component: &'static str, warning: impl Into<String>) {
+        if let Ok(mut map) = self.warnings.write() {
+            map.insert(component, warning.into());
+        }
+    }
+
+    pub fn clear_warning(&self, component: &'static str) {
+        if let Ok(mut map) = self.warnings.write() {
+            map.remove(component);
+        }
+    }
+
+    pub fn reasons(&self) -> Vec<String> {
+        render(&self.reasons)
+    }
+
+    pub fn warnings(&self) -> Vec<String> {
+        render(&self.warnings)
+    }
+}
+
+fn render(map: &RwLock<BTreeMap<&'static str, String>>) -> Vec<String> {
+    map.read()
+        .map(|map| map.iter().map(|(k, v)| format!("{k}: {v}")).collect())
+        .unwrap_or_default()
+}
