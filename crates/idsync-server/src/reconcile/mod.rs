@@ -34,10 +34,11 @@
 //! differences is fetched again before the update, so a listing taken seconds ago does
 //! not overwrite what a webhook just wrote.
 
+mod periodic;
+mod report;
+
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -47,15 +48,13 @@ use idsync_authentik::{AuthentikClient, AuthentikUser, ClientError, UserPage};
 use idsync_domain::{EventMetadata, Source, UserChanges, UserCommand, UserEvent, UserSnapshot};
 use idsync_store::projections::users::{self, UserRow};
 use idsync_store::{EventStore, StoreError};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use crate::metrics::{
-    AUTHENTIK_REQUESTS, EVENTS_APPENDED, RECONCILE_LAST_DURATION, RECONCILE_LAST_RUN,
-    RECONCILE_LAST_SUCCESS, RECONCILE_LAST_USERS, RECONCILE_RUNS,
-};
+pub use periodic::{Periodic, try_lock};
+pub use report::{Change, ChangeKind, Counts, Progress, Report};
+
+use crate::metrics::{AUTHENTIK_REQUESTS, EVENTS_APPENDED};
 
 /// The session advisory lock that keeps reconcile runs to one at a time per database.
 pub const LOCK_KEY: &str = "idsync:reconcile";
@@ -123,118 +122,6 @@ impl Directory for AuthentikClient {
 
     fn get_user(&self, pk: i64) -> impl Future<Output = Result<AuthentikUser, ClientError>> + Send {
         AuthentikClient::get_user(self, pk)
-    }
-}
-
-/// How far a run is, for a progress display.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    /// Users listed so far, of the `total` Authentik announced.
-    Listed { users: u64, total: u64 },
-    /// The listing is complete; `absent` users of the read model were not in it and are
-    /// being fetched one by one.
-    ListingDone { listed: u64, absent: u64 },
-    /// Users checked or acted on, of those queued so far.
-    Applied { done: u64, queued: u64 },
-}
-
-/// What a run did (or, dry, would do) to one user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub pk: i64,
-    pub username: String,
-    pub kind: ChangeKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChangeKind {
-    /// Listed by Authentik, unknown here: `UserRegistered`.
-    Register,
-    /// Known here with other values: `UserUpdated` with these fields.
-    Update(Vec<&'static str>),
-    /// Gone from Authentik (confirmed by a 404 for its pk): `UserDeleted`.
-    Delete,
-    /// Still in Authentik but deleted here. Authentik never reuses a pk, so this is
-    /// stale data; left as it is.
-    Conflict,
-}
-
-impl fmt::Display for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self { pk, username, kind } = self;
-        match kind {
-            ChangeKind::Register => write!(f, "register {pk} {username} (missing here)"),
-            ChangeKind::Update(fields) => {
-                write!(f, "update {pk} {username}: {}", fields.join(", "))
-            }
-            ChangeKind::Delete => write!(f, "delete {pk} {username} (gone from Authentik)"),
-            ChangeKind::Conflict => write!(
-                f,
-                "conflict {pk} {username}: deleted here but still in Authentik; left as is"
-            ),
-        }
-    }
-}
-
-/// Users by result.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub registered: u64,
-    pub updated: u64,
-    pub deleted: u64,
-    pub unchanged: u64,
-    pub conflicts: u64,
-}
-
-impl Counts {
-    /// `(result label, count)`, in the order of the summary and the metric's labels.
-    pub fn by_result(&self) -> [(&'static str, u64); 5] {
-        [
-            ("registered", self.registered),
-            ("updated", self.updated),
-            ("deleted", self.deleted),
-            ("unchanged", self.unchanged),
-            ("conflict", self.conflicts),
-        ]
-    }
-
-    fn add(&mut self, kind: Option<&ChangeKind>) {
-        match kind {
-            None => self.unchanged += 1,
-            Some(ChangeKind::Register) => self.registered += 1,
-            Some(ChangeKind::Update(_)) => self.updated += 1,
-            Some(ChangeKind::Delete) => self.deleted += 1,
-            Some(ChangeKind::Conflict) => self.conflicts += 1,
-        }
-    }
-}
-
-/// The result of a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    pub dry_run: bool,
-    /// Distinct users Authentik listed.
-    pub listed: u64,
-    pub counts: Counts,
-    /// One entry per user that changed (or would change), and per conflict, by pk.
-    pub changes: Vec<Change>,
-    pub duration: Duration,
-}
-
-impl Report {
-    /// One line: `registered 1, updated 1, deleted 1, unchanged 97, conflicts 0`, or
-    /// for a dry run `would register 1, update 1, delete 1, unchanged 97, conflicts 0`.
-    pub fn summary(&self) -> String {
-        let c = &self.counts;
-        let (prefix, register, update, delete) = if self.dry_run {
-            ("would ", "register", "update", "delete")
-        } else {
-            ("", "registered", "updated", "deleted")
-        };
-        format!(
-            "{prefix}{register} {}, {update} {}, {delete} {}, unchanged {}, conflicts {}",
-            c.registered, c.updated, c.deleted, c.unchanged, c.conflicts
-        )
     }
 }
 
@@ -710,162 +597,10 @@ where
     }
 }
 
-/// Held while a run writes; see [`try_lock`].
-pub struct RunLock {
-    conn: PgConnection,
-}
-
-impl RunLock {
-    /// Give the lock back (closing its connection releases it).
-    pub async fn release(self) {
-        if let Err(err) = self.conn.close().await {
-            // The server drops a session's advisory locks when the session ends, which
-            // a failed close ends too.
-            tracing::debug!(error = %err, "closing the reconcile lock connection");
-        }
-    }
-}
-
-/// Take the reconcile lock, or None if another process holds it. A session advisory
-/// lock on a connection of its own (detached from the pool, so it cannot be handed to
-/// someone else while held): if this process dies, the server ends the session and the
-/// lock with it.
-pub async fn try_lock(pool: &PgPool) -> Result<Option<RunLock>, StoreError> {
-    let mut conn = pool.acquire().await?.detach();
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-        .bind(LOCK_KEY)
-        .fetch_one(&mut conn)
-        .await?;
-    if locked {
-        Ok(Some(RunLock { conn }))
-    } else {
-        RunLock { conn }.release().await;
-        Ok(None)
-    }
-}
-
-/// Options of serve's periodic runs: gentler than the CLI's, since the sync workers,
-/// intake and the projector share the pool.
-fn periodic_options() -> Options {
-    Options {
-        page_size: 100,
-        dry_run: false,
-        pages_in_flight: 4,
-        commands_in_flight: 4,
-        // Smaller than the CLI's: a batch holds the event writers' turn while it
-        // commits, and webhooks' events wait behind it.
-        batch_size: 100,
-        batches_in_flight: 1,
-    }
-}
-
-/// Serve's periodic reconcile.
-pub struct Periodic {
-    pool: PgPool,
-    store: Arc<EventStore>,
-    client: AuthentikClient,
-    interval: Duration,
-    start_delay: Duration,
-}
-
-impl Periodic {
-    /// None when `interval` is zero (periodic reconcile disabled).
-    pub fn new(
-        pool: PgPool,
-        store: Arc<EventStore>,
-        client: AuthentikClient,
-        interval: Duration,
-        start_delay: Duration,
-    ) -> Option<Self> {
-        (!interval.is_zero()).then_some(Self {
-            pool,
-            store,
-            client,
-            interval,
-            start_delay,
-        })
-    }
-
-    /// Reconcile every interval until `cancel` fires. The first run comes `start_delay`
-    /// after start (or one interval, if shorter): Authentik sends no webhook for some
-    /// users (the bootstrap admin, those of blueprints, service accounts), and they
-    /// should not wait an hour. A jitter of up to a quarter of the delay keeps a fleet
-    /// that restarts together from listing Authentik at the same moment; the lock makes
-    /// all but one of them skip anyway.
-    pub async fn run(self, cancel: CancellationToken) {
-        tracing::info!(interval = ?self.interval, start_delay = ?self.start_delay, "periodic reconcile enabled");
-        let first = self.start_delay.min(self.interval);
-        let first = first + first.mul_f64(rand::random::<f64>() / 4.0);
-        let mut wait = first;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(wait) => {}
-            }
-            self.run_once(&cancel).await;
-            wait = self.interval;
-        }
-    }
-
-    async fn run_once(&self, cancel: &CancellationToken) {
-        let started = Instant::now();
-        let lock = match try_lock(&self.pool).await {
-            Ok(Some(lock)) => lock,
-            Ok(None) => {
-                tracing::debug!("reconcile skipped: another process is running it");
-                metrics::counter!(RECONCILE_RUNS, "outcome" => "skipped").increment(1);
-                return;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "reconcile failed: cannot take its lock");
-                record_failure(started.elapsed());
-                return;
-            }
-        };
-        let options = periodic_options();
-        let result = tokio::select! {
-            // Dropping a run midway is safe: each batch commits alone, and the next
-            // run picks up what this one did not get to.
-            () = cancel.cancelled() => None,
-            result = reconcile(&self.pool, &self.store, &self.client, &options, &|_| {})
-                .instrument(tracing::info_span!("reconcile", trigger = "periodic")) => Some(result),
-        };
-        lock.release().await;
-        match result {
-            None => {}
-            Some(Ok(report)) => record_success(&report),
-            Some(Err(err)) => {
-                tracing::warn!(error = %err, "reconcile failed; retried at the next interval");
-                record_failure(started.elapsed());
-            }
-        }
-    }
-}
-
-fn record_success(report: &Report) {
-    metrics::counter!(RECONCILE_RUNS, "outcome" => "ok").increment(1);
-    metrics::gauge!(RECONCILE_LAST_RUN).set(now_seconds());
-    metrics::gauge!(RECONCILE_LAST_SUCCESS).set(1.0);
-    metrics::gauge!(RECONCILE_LAST_DURATION).set(report.duration.as_secs_f64());
-    for (result, n) in report.counts.by_result() {
-        metrics::gauge!(RECONCILE_LAST_USERS, "result" => result).set(n as f64);
-    }
-}
-
-/// A failed run leaves `idsync_reconcile_last_users` at the last successful run's.
-fn record_failure(duration: Duration) {
-    metrics::counter!(RECONCILE_RUNS, "outcome" => "error").increment(1);
-    metrics::gauge!(RECONCILE_LAST_RUN).set(now_seconds());
-    metrics::gauge!(RECONCILE_LAST_SUCCESS).set(0.0);
-    metrics::gauge!(RECONCILE_LAST_DURATION).set(duration.as_secs_f64());
-}
-
-fn now_seconds() -> f64 {
-    Utc::now().timestamp_micros() as f64 / 1e6
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
