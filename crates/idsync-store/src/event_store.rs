@@ -21,10 +21,10 @@ use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, DomainEvent};
 use idsync_domain::{EventMetadata, User, UserCommand, UserEvent};
 use postgres_es::PostgresEventRepository;
-use rand::Rng;
 use sqlx::{PgPool, Row};
 
 use crate::StoreError;
+use crate::backoff::Backoff;
 
 /// How often a command is re-run after losing an optimistic-concurrency race before we
 /// give up. Two writers on one user are rare (the sync worker serialises per pk), so a
@@ -329,12 +329,13 @@ impl EventStore {
     }
 }
 
-/// Short, jittered pauses: the other writer's transaction is usually done within
-/// milliseconds, and jitter keeps two retrying writers from colliding again in lockstep.
+/// Short, jittered pauses (2-4 ms, then doubling up to 128-256 ms): the other writer's
+/// transaction is usually done within milliseconds, and jitter keeps two retrying
+/// writers from colliding again in lockstep.
 fn backoff(attempt: u32) -> Duration {
-    let base_ms = 2u64.saturating_pow(attempt.min(7));
-    let jitter = rand::rng().random_range(0..=base_ms);
-    Duration::from_millis(base_ms + jitter)
+    Backoff::new(Duration::from_millis(4), Duration::from_millis(256))
+        .with_jitter()
+        .delay_after(attempt)
 }
 
 /// A duplicate key: in `events`, another writer took one of our sequences.

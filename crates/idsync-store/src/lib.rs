@@ -3,6 +3,7 @@
 //! with a global position) → `feed` (reading events back in that order) → `notify`
 //! (telling a process, live, that new positions committed).
 
+pub mod backoff;
 pub mod db;
 mod error;
 pub mod event_store;

@@ -16,6 +16,8 @@ use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+
 /// The channel the first migration's trigger notifies on.
 pub const CHANNEL: &str = "idsync_events";
 
@@ -101,20 +103,18 @@ impl Notifier {
 
     /// Listen until `cancel` fires, reconnecting with backoff when the connection drops.
     pub async fn run(self, pool: PgPool, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         while !cancel.is_cancelled() {
             let result = self.listen_once(&pool, &cancel).await;
             self.watermarks.listening.store(false, Ordering::Release);
             match result {
                 Ok(()) => return,
                 Err(err) => {
-                    tracing::warn!(error = %err, retry_in = ?backoff, "event listener lost its connection");
+                    tracing::warn!(error = %err, "event listener lost its connection; reconnecting");
                     self.send(FeedSignal::Resync);
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(&cancel).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use idsync_store::backoff::Backoff;
 use idsync_store::db;
 use idsync_store::projections::projector::{self, ProjectorConfig};
 use idsync_store::projections::users::UsersProjection;
@@ -219,7 +220,7 @@ async fn bootstrap(
         reconcile,
         auth,
     } = background;
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     readiness.set("startup", "applying database migrations");
     loop {
         match db::migrate(&url, &pool).await {
@@ -232,13 +233,11 @@ async fn bootstrap(
                 break;
             }
             Err(err) => {
-                tracing::warn!(error = %err, retry_in = ?backoff, "cannot prepare the database yet");
+                tracing::warn!(error = %err, "cannot prepare the database yet; retrying");
                 readiness.set("startup", format!("cannot prepare the database: {err}"));
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(&cancel).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }
@@ -294,8 +293,9 @@ async fn startup_checks(
     let Some(verifier) = &auth.verifier else {
         return;
     };
-    let mut delay = Duration::from_secs(2);
+    let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
     loop {
+        let delay = backoff.next_delay();
         match verifier.check().await {
             Ok(summary) => {
                 tracing::info!(%summary, "OIDC issuer checked");
@@ -316,6 +316,5 @@ async fn startup_checks(
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(300));
     }
 }

@@ -46,6 +46,7 @@ use chrono::Utc;
 use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
 use idsync_authentik::{AuthentikClient, AuthentikUser, ClientError, UserPage};
 use idsync_domain::{EventMetadata, Source, UserChanges, UserCommand, UserEvent, UserSnapshot};
+use idsync_store::backoff::Backoff;
 use idsync_store::projections::users::{self, UserRow};
 use idsync_store::{EventStore, StoreError};
 use sqlx::PgPool;
@@ -580,7 +581,10 @@ where
         };
         metrics::counter!(AUTHENTIK_REQUESTS, "result" => label).increment(1);
         let delay = match &result {
-            Err(ClientError::Transient(_)) => Duration::from_millis(250 << (attempt - 1)),
+            Err(ClientError::Transient(_)) => {
+                Backoff::new(Duration::from_millis(250), Duration::from_secs(2))
+                    .delay_after(attempt)
+            }
             Err(ClientError::RateLimited { retry_after }) => retry_after
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(30)),

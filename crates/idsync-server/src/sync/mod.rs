@@ -18,6 +18,7 @@ use chrono::Utc;
 use idsync_authentik::webhook::Action;
 use idsync_authentik::{AuthentikClient, ClientError};
 use idsync_domain::{EventMetadata, Source, UserCommand, UserError};
+use idsync_store::backoff::Backoff;
 use idsync_store::inbox::{self, Claimed, NewItem, Status, Subject};
 use idsync_store::{AppendedEvent, EventStore, StoreError};
 use rand::Rng;
@@ -113,7 +114,7 @@ impl Syncer {
     /// One worker's loop, until `cancel` fires.
     pub async fn run(self: Arc<Self>, slot: usize, cancel: CancellationToken) {
         let worker = format!("{}-{slot}", self.process_id);
-        let mut db_backoff = Duration::from_millis(200);
+        let mut db_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         while !cancel.is_cancelled() {
             // Register for a wake-up before looking, so an item stored between the
             // look and the wait is not slept through.
@@ -122,7 +123,7 @@ impl Syncer {
             notified.as_mut().enable();
             match inbox::claim(&self.pool, &worker, self.config.lease, 1).await {
                 Ok(items) if !items.is_empty() => {
-                    db_backoff = Duration::from_millis(200);
+                    db_backoff.reset();
                     for item in items {
                         self.process(item, &worker, &cancel).await;
                     }
@@ -137,11 +138,9 @@ impl Syncer {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, %worker, "cannot claim inbox items");
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(db_backoff) => {}
+                    if !db_backoff.wait(&cancel).await {
+                        return;
                     }
-                    db_backoff = (db_backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -337,13 +336,9 @@ impl Syncer {
     /// Exponential from `retry_min`, capped at `retry_max`, with jitter so a burst of
     /// items failing together does not retry together.
     fn backoff(&self, attempts: i32) -> Duration {
-        let exp = attempts.saturating_sub(1).clamp(0, 30) as u32;
-        let base = self
-            .config
-            .retry_min
-            .saturating_mul(2u32.saturating_pow(exp))
-            .min(self.config.retry_max);
-        base.mul_f64(rand::rng().random_range(0.5..=1.0))
+        Backoff::new(self.config.retry_min, self.config.retry_max)
+            .with_jitter()
+            .delay_after(u32::try_from(attempts).unwrap_or(0))
     }
 }
 
