@@ -21,7 +21,6 @@ use idsync_domain::{EventMetadata, Source, UserCommand, UserError};
 use idsync_store::backoff::Backoff;
 use idsync_store::inbox::{self, Claimed, NewItem, Status, Subject};
 use idsync_store::{AppendedEvent, EventStore, StoreError};
-use rand::Rng;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
