@@ -9,14 +9,14 @@ use idsync_testkit::oidc::{TestIssuer, TokenSpec};
 use crate::support::{BoxError, ScratchDb, Server, closed_loop, ms};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     #[arg(long, default_value_t = 8)]
     seconds: u64,
 }
 
-pub async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
+pub(crate) async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
     let db = ScratchDb::create(server_url, "idsync_bench_auth").await?;
     let result = measure(&db, &args).await;
     db.drop_db().await?;

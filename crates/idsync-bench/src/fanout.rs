@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 use crate::support::{BoxError, ScratchDb, Server, ms, quantile};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[arg(long, default_value_t = 10_000)]
     subscribers: usize,
     /// Events per second appended.
@@ -30,7 +30,7 @@ pub struct Args {
     seconds: u64,
 }
 
-pub async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
+pub(crate) async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
     let db = ScratchDb::create(server_url, "idsync_bench_fanout").await?;
     let result = measure(&db, &args).await;
     db.drop_db().await?;

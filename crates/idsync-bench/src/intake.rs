@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::support::{BoxError, ScratchDb, Server, closed_loop, ms, pgbench};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Concurrent senders (and pgbench clients).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -19,7 +19,7 @@ pub struct Args {
 
 const SECRET: &str = "bench-secret";
 
-pub async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
+pub(crate) async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
     let db = ScratchDb::create(server_url, "idsync_bench_intake").await?;
     let result = measure(&db, &args).await;
     db.drop_db().await?;

@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use crate::support::{BoxError, ScratchDb, Server, ms, quantile};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Webhooks per second.
     #[arg(long, default_value_t = 200)]
     rate: u64,
@@ -27,7 +27,7 @@ pub struct Args {
 const SECRET: &str = "bench";
 const TOKEN: &str = "stub-token";
 
-pub async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
+pub(crate) async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
     let db = ScratchDb::create(server_url, "idsync_bench_latency").await?;
     let result = measure(&db, &args).await;
     db.drop_db().await?;

@@ -11,7 +11,7 @@ use idsync_testkit::oidc::{TestIssuer, TokenSpec};
 use crate::support::{BoxError, ScratchDb, Server, closed_loop, ms, pgbench};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Connections (and pgbench clients).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -29,7 +29,7 @@ pub struct Args {
 /// The columns the API reads for one user (the contract's user (docs/contract.md)).
 const COLUMNS: &str = "pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position";
 
-pub async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
+pub(crate) async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
     let db = ScratchDb::create(server_url, "idsync_bench_read").await?;
     let result = measure(&db, &args).await;
     db.drop_db().await?;

@@ -20,13 +20,13 @@ const PAGE_SIZE: u32 = 100;
 const PAGES_IN_FLIGHT: usize = 8;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Users in the stub's directory.
     #[arg(long, default_value_t = 100_000)]
     users: i64,
 }
 
-pub async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
+pub(crate) async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
     let db = ScratchDb::create(server_url, "idsync_bench_reconcile").await?;
     let result = measure(&db, &args).await;
     db.drop_db().await?;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::support::{BoxError, ScratchDb, idsync_binary};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Events in the log.
     #[arg(long, default_value_t = 1_000_000)]
     events: i64,
@@ -31,7 +31,7 @@ pub struct Args {
     baseline_seconds: u64,
 }
 
-pub async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
+pub(crate) async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
     let db = ScratchDb::create(server_url, "idsync_bench_replay").await?;
     let result = measure(&db, &args).await;
     db.drop_db().await?;

@@ -8,10 +8,10 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// `server_url` pointed at database `name`.
-pub fn url_for(server_url: &str, name: &str) -> String {
+pub(crate) fn url_for(server_url: &str, name: &str) -> String {
     let (base, query) = match server_url.split_once('?') {
         Some((b, q)) => (b, format!("?{q}")),
         None => (server_url, String::new()),
@@ -25,14 +25,14 @@ pub fn url_for(server_url: &str, name: &str) -> String {
 }
 
 /// A database that exists for one benchmark run.
-pub struct ScratchDb {
+pub(crate) struct ScratchDb {
     pub name: String,
     pub url: String,
     server_url: String,
 }
 
 impl ScratchDb {
-    pub async fn create(server_url: &str, prefix: &str) -> Result<Self, BoxError> {
+    pub(crate) async fn create(server_url: &str, prefix: &str) -> Result<Self, BoxError> {
         let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         let admin = sqlx::PgPool::connect(server_url).await?;
         sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
@@ -46,7 +46,7 @@ impl ScratchDb {
         })
     }
 
-    pub async fn drop_db(self) -> Result<(), BoxError> {
+    pub(crate) async fn drop_db(self) -> Result<(), BoxError> {
         let admin = sqlx::PgPool::connect(&self.server_url).await?;
         sqlx::query(&format!(
             r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
@@ -60,7 +60,7 @@ impl ScratchDb {
 }
 
 /// The `idsync` binary built beside this one (`scripts/bench` builds both in release).
-pub fn idsync_binary() -> Result<PathBuf, BoxError> {
+pub(crate) fn idsync_binary() -> Result<PathBuf, BoxError> {
     let me = std::env::current_exe()?;
     let path = me.with_file_name("idsync");
     if path.exists() {
@@ -74,13 +74,13 @@ pub fn idsync_binary() -> Result<PathBuf, BoxError> {
     }
 }
 
-pub struct Server {
+pub(crate) struct Server {
     pub child: Child,
     pub addr: SocketAddr,
 }
 
 impl Server {
-    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> Result<Self, BoxError> {
+    pub(crate) async fn start(database_url: &str, env: &[(&str, &str)]) -> Result<Self, BoxError> {
         let mut child = Command::new(idsync_binary()?)
             .arg("serve")
             .env_clear()
@@ -119,7 +119,7 @@ impl Server {
         Ok(server)
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
@@ -136,7 +136,7 @@ impl Server {
         Err("idsync did not become ready in 20 s".into())
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -147,7 +147,7 @@ impl Server {
 }
 
 /// The `q`-quantile (0..=1) of sorted samples.
-pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -155,12 +155,12 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-pub fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// Find pgbench on PATH or in Debian's versioned directory.
-pub fn pgbench() -> Result<PathBuf, BoxError> {
+pub(crate) fn pgbench() -> Result<PathBuf, BoxError> {
     if let Ok(out) = std::process::Command::new("pgbench")
         .arg("--version")
         .output()
@@ -183,7 +183,7 @@ pub fn pgbench() -> Result<PathBuf, BoxError> {
 }
 
 /// What a closed-loop load measured.
-pub struct Load {
+pub(crate) struct Load {
     pub rate: f64,
     pub p50: Duration,
     pub p99: Duration,
@@ -195,7 +195,7 @@ pub struct Load {
 /// to back for `duration`; a response with status `expect` counts as ok. The client is a
 /// minimal HTTP/1.1 writer/reader rather than a general client: on two cores every
 /// cycle the load generator burns is taken from the server under test.
-pub async fn closed_loop<F>(
+pub(crate) async fn closed_loop<F>(
     addr: SocketAddr,
     senders: usize,
     duration: Duration,

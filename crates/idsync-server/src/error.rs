@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 /// The contract's error body (docs/contract.md): what every error answer carries, and
 /// what the OpenAPI document says they carry.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// A stable code: `invalid_token`, `forbidden`, `not_found`, `invalid_request`...
     pub error: &'static str,
     /// For people: what went wrong and what to do about it.

@@ -3,20 +3,20 @@
 //! configuration and CLI (`cli`), what each subcommand does (`commands`), `metrics`,
 //! and process plumbing (`telemetry`, `shutdown`).
 
-pub mod api;
-pub mod auth;
+pub(crate) mod api;
+pub(crate) mod auth;
 pub mod cli;
 pub mod commands;
 mod error;
-pub mod feeds;
-pub mod http;
-pub mod intake;
-pub mod metrics;
-pub mod readiness;
+pub(crate) mod feeds;
+pub(crate) mod http;
+pub(crate) mod intake;
+pub(crate) mod metrics;
+pub(crate) mod readiness;
 pub mod reconcile;
-pub mod shutdown;
-pub mod state;
-pub mod sync;
+pub(crate) mod shutdown;
+pub(crate) mod state;
+pub(crate) mod sync;
 pub mod telemetry;
 
 pub use error::{ApiError, CliError};

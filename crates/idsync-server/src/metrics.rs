@@ -31,26 +31,26 @@ use idsync_store::projections::users::UsersProjection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
-pub const WEBHOOKS_RECEIVED: &str = "idsync_webhooks_received_total";
-pub const INBOX_ITEMS: &str = "idsync_inbox_items";
-pub const INBOX_OLDEST_AGE: &str = "idsync_inbox_oldest_unfinished_age_seconds";
-pub const AUTHENTIK_REQUESTS: &str = "idsync_authentik_requests_total";
-pub const EVENTS_APPENDED: &str = "idsync_events_appended_total";
-pub const SYNC_FINISHED: &str = "idsync_sync_items_finished_total";
-pub const SSE_STREAMS_OPEN: &str = "idsync_sse_streams_open";
-pub const WS_CONNECTIONS_OPEN: &str = "idsync_ws_connections_open";
-pub const FEED_EVENTS_DELIVERED: &str = "idsync_feed_events_delivered_total";
-pub const PROJECTION_LAG_EVENTS: &str = "idsync_projection_lag_events";
-pub const PROJECTION_LAG_SECONDS: &str = "idsync_projection_lag_seconds";
-pub const RECONCILE_RUNS: &str = "idsync_reconcile_runs_total";
-pub const RECONCILE_LAST_RUN: &str = "idsync_reconcile_last_run_timestamp_seconds";
-pub const RECONCILE_LAST_SUCCESS: &str = "idsync_reconcile_last_success";
-pub const RECONCILE_LAST_DURATION: &str = "idsync_reconcile_last_duration_seconds";
-pub const RECONCILE_LAST_USERS: &str = "idsync_reconcile_last_users";
-pub const USERS_CACHE_READS: &str = "idsync_users_cache_reads_total";
+pub(crate) const WEBHOOKS_RECEIVED: &str = "idsync_webhooks_received_total";
+pub(crate) const INBOX_ITEMS: &str = "idsync_inbox_items";
+pub(crate) const INBOX_OLDEST_AGE: &str = "idsync_inbox_oldest_unfinished_age_seconds";
+pub(crate) const AUTHENTIK_REQUESTS: &str = "idsync_authentik_requests_total";
+pub(crate) const EVENTS_APPENDED: &str = "idsync_events_appended_total";
+pub(crate) const SYNC_FINISHED: &str = "idsync_sync_items_finished_total";
+pub(crate) const SSE_STREAMS_OPEN: &str = "idsync_sse_streams_open";
+pub(crate) const WS_CONNECTIONS_OPEN: &str = "idsync_ws_connections_open";
+pub(crate) const FEED_EVENTS_DELIVERED: &str = "idsync_feed_events_delivered_total";
+pub(crate) const PROJECTION_LAG_EVENTS: &str = "idsync_projection_lag_events";
+pub(crate) const PROJECTION_LAG_SECONDS: &str = "idsync_projection_lag_seconds";
+pub(crate) const RECONCILE_RUNS: &str = "idsync_reconcile_runs_total";
+pub(crate) const RECONCILE_LAST_RUN: &str = "idsync_reconcile_last_run_timestamp_seconds";
+pub(crate) const RECONCILE_LAST_SUCCESS: &str = "idsync_reconcile_last_success";
+pub(crate) const RECONCILE_LAST_DURATION: &str = "idsync_reconcile_last_duration_seconds";
+pub(crate) const RECONCILE_LAST_USERS: &str = "idsync_reconcile_last_users";
+pub(crate) const USERS_CACHE_READS: &str = "idsync_users_cache_reads_total";
 
 /// Install the process-wide recorder. Returns None if one is installed already.
-pub fn install() -> Option<PrometheusHandle> {
+pub(crate) fn install() -> Option<PrometheusHandle> {
     match PrometheusBuilder::new().install_recorder() {
         Ok(handle) => {
             describe();
@@ -111,7 +111,7 @@ fn describe() {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub async fn render(
+pub(crate) async fn render(
     State(handle): State<Option<PrometheusHandle>>,
     State(pool): State<PgPool>,
 ) -> Response {

@@ -42,7 +42,7 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// Errors that say "the database is not there right now" rather than "the query is wrong".
-pub fn is_connectivity(err: &sqlx::Error) -> bool {
+pub(crate) fn is_connectivity(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)

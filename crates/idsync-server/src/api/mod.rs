@@ -30,7 +30,7 @@ pub struct ApiState {
     pub on_demand: Option<Arc<OnDemand>>,
 }
 
-pub fn routes<S>() -> OpenApiRouter<S>
+pub(crate) fn routes<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     ApiState: FromRef<S>,
@@ -52,7 +52,7 @@ const MAX_LIMIT: i64 = 1000;
 /// Keyset paging: `after` is exclusive (a pk for users, a position for events).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct PageParams {
+pub(crate) struct PageParams {
     /// Return items after this pk/position (exclusive). Default 0: from the start.
     after: Option<i64>,
     /// At most this many items, 1..=1000. Default 100.
@@ -84,7 +84,7 @@ impl PageParams {
 /// client-credentials grants as users too; a filter keeps people's lists to people.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum UserType {
+pub(crate) enum UserType {
     Internal,
     External,
     ServiceAccount,
@@ -108,7 +108,7 @@ const MAX_QUERY_LEN: usize = 100;
 /// `/api/users`: keyset paging, narrowed by a search prefix and a type.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct UsersQuery {
+pub(crate) struct UsersQuery {
     /// Return users with a pk greater than this. Default 0: from the start.
     after: Option<i64>,
     /// At most this many users, 1..=1000. Default 100.
@@ -123,21 +123,21 @@ pub struct UsersQuery {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UsersPage {
+pub(crate) struct UsersPage {
     pub users: Vec<UserRow>,
     /// Pass as `after` for the next page; null on the last page.
     pub next_after: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EventsPage {
+pub(crate) struct EventsPage {
     pub events: Vec<FeedItem>,
     /// Pass as `after` for the next page; null when this page reached the end.
     pub next_after: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct StreamTicket {
+pub(crate) struct StreamTicket {
     /// Single use; pass as `?ticket=` to `/api/events/stream` or `/ws`.
     pub ticket: String,
     /// Seconds until it expires.
@@ -146,7 +146,7 @@ pub struct StreamTicket {
 
 /// Who idsync takes the caller to be, from the token alone (no database).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct WhoAmI {
+pub(crate) struct WhoAmI {
     pub sub: String,
     /// The caller's pk when `IDSYNC_OIDC_SUBJECT=pk`, or when their user is synced.
     pub user_pk: Option<i64>,
@@ -213,7 +213,7 @@ async fn me(
 
 /// A JSON body made elsewhere: a user's (the JSON of a [`UserRow`], made once and possibly
 /// shared by the users cache) or a page Postgres built.
-pub struct JsonBody(axum::body::Bytes);
+pub(crate) struct JsonBody(axum::body::Bytes);
 
 impl JsonBody {
     fn of(row: &UserRow) -> Self {

@@ -42,7 +42,7 @@ impl TrustedProxies {
 }
 
 /// Standard base64 (APISIX pads it; unpadded is accepted too) of a JSON object.
-pub fn decode_userinfo(raw: &str) -> Option<serde_json::Map<String, Value>> {
+pub(crate) fn decode_userinfo(raw: &str) -> Option<serde_json::Map<String, Value>> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
     let bytes = STANDARD
         .decode(raw)

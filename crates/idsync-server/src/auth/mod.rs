@@ -3,11 +3,11 @@
 //! identification path (bearer, ticket, gateway); [`AuthUser`] is its extractor for
 //! handlers that need a caller.
 
-pub mod gateway;
+pub(crate) mod gateway;
 mod identify;
-pub mod tickets;
+pub(crate) mod tickets;
 
-pub use identify::{Accepts, Identifier, Refused};
+pub(crate) use identify::{Accepts, Identifier};
 
 use std::time::Duration;
 
@@ -144,7 +144,7 @@ impl Auth {
 
 /// How many synced users the configured subject field can find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SubjectCoverage {
+pub(crate) struct SubjectCoverage {
     /// Users not deleted.
     pub users: i64,
     /// Of those, how many have the field (`uid` is missing before reconcile fills it).
@@ -154,7 +154,7 @@ pub struct SubjectCoverage {
 impl SubjectCoverage {
     /// Why no caller can be resolved, when that is so: users exist but none has the
     /// field. `None` when all is well (or there is nobody yet).
-    pub fn verdict(self, field: SubjectField) -> Option<String> {
+    pub(crate) fn verdict(self, field: SubjectField) -> Option<String> {
         (self.users > 0 && self.resolvable == 0).then(|| {
             let fix = match field {
                 SubjectField::Uid => "run `idsync reconcile` once to fill in Authentik's uid for users synced before idsync kept it",
@@ -170,7 +170,7 @@ impl SubjectCoverage {
 }
 
 /// [`SubjectCoverage`] of `field` in the read model.
-pub async fn subject_coverage(
+pub(crate) async fn subject_coverage(
     pool: &PgPool,
     field: SubjectField,
 ) -> Result<SubjectCoverage, idsync_store::StoreError> {
@@ -179,7 +179,7 @@ pub async fn subject_coverage(
 }
 
 /// `Authorization: Bearer <token>`.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme
@@ -190,7 +190,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Tokens in URLs end up in logs and browser history (docs/contract.md, "Live feeds"): refuse them outright
 /// rather than silently ignoring them.
-pub fn token_in_url(uri: &axum::http::Uri) -> bool {
+pub(crate) fn token_in_url(uri: &axum::http::Uri) -> bool {
     uri.query().is_some_and(|q| {
         q.split('&').any(|kv| {
             matches!(
@@ -202,7 +202,7 @@ pub fn token_in_url(uri: &axum::http::Uri) -> bool {
 }
 
 /// A caller with a valid bearer token; 401 (or 503 without OIDC) otherwise.
-pub struct AuthUser(pub Caller);
+pub(crate) struct AuthUser(pub Caller);
 
 impl<S> FromRequestParts<S> for AuthUser
 where

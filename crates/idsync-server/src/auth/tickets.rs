@@ -15,14 +15,14 @@ use sqlx::PgPool;
 use super::{Caller, Via};
 use crate::ApiError;
 
-pub const TICKET_TTL: Duration = Duration::from_secs(30);
+pub(crate) const TICKET_TTL: Duration = Duration::from_secs(30);
 
 fn hash(ticket: &str) -> Vec<u8> {
     Sha256::digest(ticket.as_bytes()).to_vec()
 }
 
 /// Issue a ticket for `caller`. Returns the ticket text (shown once, never stored).
-pub async fn issue(pool: &PgPool, caller: &Caller) -> Result<String, ApiError> {
+pub(crate) async fn issue(pool: &PgPool, caller: &Caller) -> Result<String, ApiError> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let ticket = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -38,7 +38,7 @@ pub async fn issue(pool: &PgPool, caller: &Caller) -> Result<String, ApiError> {
 }
 
 /// Redeem a ticket: it works exactly once, even when two requests race with it.
-pub async fn redeem(pool: &PgPool, ticket: &str) -> Result<Caller, ApiError> {
+pub(crate) async fn redeem(pool: &PgPool, ticket: &str) -> Result<Caller, ApiError> {
     let Some(row) = store::take(pool, &hash(ticket)).await? else {
         return Err(ApiError::InvalidToken(
             "unknown, used or expired ticket".to_owned(),

@@ -7,9 +7,9 @@
 //! position it did not expect (a gap), lags behind the broadcast, or is told to resync,
 //! simply re-reads the database from the last position it sent.
 
-pub mod hub;
-pub mod sse;
-pub mod ws;
+pub(crate) mod hub;
+pub(crate) mod sse;
+pub(crate) mod ws;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::auth::Caller;
-pub use hub::Hub;
+pub(crate) use hub::Hub;
 
 /// What the live feeds need besides identifying callers; a sub-state of the router's
 /// state.
@@ -83,17 +83,17 @@ impl LiveItem {
 /// What the hub broadcasts: the events of one read of the log, in order, contiguous.
 /// One broadcast per read rather than per event: every broadcast wakes every
 /// subscriber, so under a burst this is one wake-up (and one write) for many events.
-pub type LiveBatch = Arc<[Arc<LiveItem>]>;
+pub(crate) type LiveBatch = Arc<[Arc<LiveItem>]>;
 
 /// Who may see which events.
 #[derive(Debug, Clone, Copy)]
-pub enum Filter {
+pub(crate) enum Filter {
     All,
     User(Option<i64>),
 }
 
 impl Filter {
-    pub fn for_caller(caller: &Caller) -> Self {
+    pub(crate) fn for_caller(caller: &Caller) -> Self {
         if caller.is_admin {
             Filter::All
         } else {
@@ -111,14 +111,14 @@ impl Filter {
 
 /// Where a subscription starts.
 #[derive(Debug, Clone, Copy)]
-pub enum Start {
+pub(crate) enum Start {
     /// Events after this position (`after=0`: from the beginning).
     After(i64),
     /// Only events committed from now on.
     Now,
 }
 
-pub struct Subscription {
+pub(crate) struct Subscription {
     pool: PgPool,
     live: broadcast::Receiver<LiveBatch>,
     filter: Filter,
@@ -141,7 +141,7 @@ struct Run {
 impl Subscription {
     /// Subscribes to the hub first, then fixes the starting position, so nothing
     /// committed in between can be missed.
-    pub async fn start(
+    pub(crate) async fn start(
         pool: PgPool,
         hub: &Hub,
         filter: Filter,
@@ -165,7 +165,7 @@ impl Subscription {
     /// Waits until an event this subscriber may see is pending, reading the database
     /// when behind. `Ok(false)` when the hub is gone. Cancel-safe: nothing is lost if
     /// the future is dropped.
-    pub async fn ready(&mut self) -> Result<bool, StoreError> {
+    pub(crate) async fn ready(&mut self) -> Result<bool, StoreError> {
         loop {
             if !self.pending.is_empty() {
                 return Ok(true);
@@ -195,7 +195,7 @@ impl Subscription {
     }
 
     /// The next event this subscriber may see. `None` when the hub is gone.
-    pub async fn next(&mut self) -> Result<Option<Arc<LiveItem>>, StoreError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Arc<LiveItem>>, StoreError> {
         if !self.ready().await? {
             return Ok(None);
         }
@@ -205,7 +205,7 @@ impl Subscription {
     /// Appends the SSE frames of everything ready now (pending, or waiting in order in
     /// the live broadcast) to `out`, up to about `max` bytes, without touching the
     /// database: a gap or a lag is left for [`Self::ready`]. Returns how many events.
-    pub fn write_ready_sse(&mut self, out: &mut Vec<u8>, max: usize) -> u64 {
+    pub(crate) fn write_ready_sse(&mut self, out: &mut Vec<u8>, max: usize) -> u64 {
         let mut written = 0;
         loop {
             while out.len() < max

@@ -23,7 +23,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct StreamParams {
+pub(crate) struct StreamParams {
     /// Start after this position (exclusive; 0 = from the beginning). `Last-Event-ID`
     /// wins when both are present. Neither: only new events.
     after: Option<i64>,
@@ -41,7 +41,7 @@ pub struct StreamParams {
         (status = 401, description = "missing or invalid token or ticket", body = crate::error::ErrorBody),
         (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = crate::error::ErrorBody),
     ))]
-pub async fn stream(
+pub(crate) async fn stream(
     State(state): State<FeedState>,
     State(identifier): State<Identifier>,
     headers: HeaderMap,
@@ -186,10 +186,10 @@ fn start_of(headers: &HeaderMap, after: Option<i64>) -> Result<Start, ApiError> 
 }
 
 /// Counts an open stream or socket for as long as it lives.
-pub struct OpenGauge(&'static str);
+pub(crate) struct OpenGauge(&'static str);
 
 impl OpenGauge {
-    pub fn new(name: &'static str) -> Self {
+    pub(crate) fn new(name: &'static str) -> Self {
         metrics::gauge!(name).increment(1.0);
         Self(name)
     }

@@ -24,7 +24,7 @@ const MAX_MESSAGE: usize = 64 * 1024;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct WsParams {
+pub(crate) struct WsParams {
     /// A single-use ticket from `POST /api/stream-tickets`.
     ticket: Option<String>,
 }
@@ -32,7 +32,7 @@ pub struct WsParams {
 /// The WebSocket feed (docs/contract.md has its messages).
 #[utoipa::path(get, path = "/ws", tag = "feeds", params(WsParams),
     responses((status = 101, description = "switching protocols; then JSON frames: hello, pong, echo, event, error")))]
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     ws: WebSocketUpgrade,
     State(state): State<FeedState>,
     State(identifier): State<Identifier>,

@@ -11,7 +11,7 @@ use crate::state::AppState;
 /// orchestrator does not restart a process whose database is merely down.
 #[utoipa::path(get, path = "/livez", tag = "health",
     responses((status = 200, description = "the process runs", body = Object, example = json!({"status": "ok"}))))]
-pub async fn livez() -> Json<Value> {
+pub(super) async fn livez() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
@@ -24,7 +24,7 @@ pub async fn livez() -> Json<Value> {
         (status = 503, description = "not ready; `reasons` says why", body = Object,
          example = json!({"status": "not_ready", "reasons": ["database: no answer within 3 s"]})),
     ))]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let mut reasons = Vec::new();
     let checked = tokio::time::timeout(Duration::from_secs(3), async {
         idsync_store::db::ping(&state.pool).await?;

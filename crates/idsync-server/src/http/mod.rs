@@ -2,7 +2,7 @@
 //! logging, health and the server loop.
 
 mod health;
-pub mod server;
+pub(crate) mod server;
 mod trace;
 
 use axum::Router;
@@ -20,7 +20,7 @@ use crate::{intake, metrics};
 
 /// Every route and its OpenAPI description come from one list, so the two cannot
 /// drift apart. `/openapi.json` and the `/docs` UI are added around it.
-pub fn router(state: AppState, cors_origins: &[String]) -> Router {
+pub(crate) fn router(state: AppState, cors_origins: &[String]) -> Router {
     let (router, api) = documented_routes().split_for_parts();
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
@@ -54,11 +54,6 @@ async fn schema_gate(
     } else {
         axum::response::IntoResponse::into_response(crate::ApiError::Starting)
     }
-}
-
-/// The OpenAPI document as served, for tests and tools.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().into_openapi()
 }
 
 fn documented_routes() -> OpenApiRouter<AppState> {

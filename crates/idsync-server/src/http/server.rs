@@ -23,7 +23,7 @@ use tower::ServiceExt;
 /// Serves `router` on `listener` until `shutdown` fires, then waits (at most `grace`)
 /// for the requests in flight. Open feeds watch the same token and end on their own;
 /// WebSockets leave hyper once upgraded and do likewise.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,

@@ -14,7 +14,7 @@ use tower_http::trace::{
 };
 use tracing::Span;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request id a request carries through its span and back in its answer.
 #[derive(Clone, Debug)]
@@ -23,7 +23,7 @@ struct RequestId(HeaderValue);
 /// Keeps a caller's (or the gateway's) `X-Request-Id` when it looks like an id, so one
 /// id follows a request across hops; anything else is replaced by a fresh UUID rather
 /// than copied into logs.
-pub async fn request_id(mut request: Request, next: Next) -> Response {
+pub(super) async fn request_id(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get(&X_REQUEST_ID)
@@ -56,7 +56,7 @@ type MakeSpan = fn(&Request) -> Span;
 /// The request span and its one log line. Probes and scrapes (`/livez`, `/readyz`,
 /// `/metrics`) get a debug span and no line at the default level: a load balancer
 /// checking every second would drown everything else.
-pub fn layer() -> TraceLayer<
+pub(super) fn layer() -> TraceLayer<
     HttpMakeClassifier,
     MakeSpan,
     DefaultOnRequest,

@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 mod queue;
 mod rejections;
 
-pub use queue::{IntakeError, IntakeQueue};
-pub use rejections::Rejections;
+pub(crate) use queue::{IntakeError, IntakeQueue};
+pub(crate) use rejections::Rejections;
 
 use crate::ApiError;
 use crate::metrics::WEBHOOKS_RECEIVED;
@@ -37,7 +37,7 @@ pub struct IntakeState {
 }
 
 /// Largest body accepted. Authentik's bodies are well under 4 KiB.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// Authentik's webhook: one of the three accepted bodies (docs/contract.md), with
 /// `Authorization: Bearer <IDSYNC_WEBHOOK_SECRET>`.
@@ -56,7 +56,7 @@ pub const MAX_BODY: usize = 64 * 1024;
         (status = 415, description = "not application/json", body = crate::error::ErrorBody),
         (status = 503, description = "database unavailable; Authentik retries", body = crate::error::ErrorBody),
     ))]
-pub async fn receive(
+pub(crate) async fn receive(
     State(state): State<IntakeState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,

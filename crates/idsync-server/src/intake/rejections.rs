@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a refusal keeps `/readyz`'s warning up: longer than Authentik's retries.
-pub const WINDOW: Duration = Duration::from_secs(600);
+pub(super) const WINDOW: Duration = Duration::from_secs(600);
 /// At most one log line per this long.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
+pub(super) const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Refusals remembered (only their times); past this the oldest are forgotten, and the
 /// count in the warning says "at least".
 const MAX_REMEMBERED: usize = 10_000;

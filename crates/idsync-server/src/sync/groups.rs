@@ -26,7 +26,7 @@ use crate::metrics::AUTHENTIK_REQUESTS;
 const CATCH_UP: Duration = Duration::from_secs(5);
 
 /// The format of the refresh items (shown by `idsync inbox list`).
-pub const REFRESH_FORMAT: &str = "group_refresh";
+pub(super) const REFRESH_FORMAT: &str = "group_refresh";
 
 impl Syncer {
     pub(super) async fn decide_group(&self, item: &Claimed, uuid: Uuid) -> Outcome {

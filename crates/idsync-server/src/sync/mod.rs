@@ -9,7 +9,7 @@
 //! becomes its events once.
 
 mod groups;
-pub mod on_demand;
+pub(crate) mod on_demand;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +30,7 @@ use crate::metrics::{AUTHENTIK_REQUESTS, EVENTS_APPENDED, SYNC_FINISHED};
 use crate::readiness::Readiness;
 
 #[derive(Debug, Clone)]
-pub struct SyncConfig {
+pub(crate) struct SyncConfig {
     pub concurrency: usize,
     /// How long a claimed item is ours; past it another worker may reclaim it.
     pub lease: Duration,
@@ -42,7 +42,7 @@ pub struct SyncConfig {
     pub poll: Duration,
 }
 
-pub struct Syncer {
+pub(crate) struct Syncer {
     pool: PgPool,
     store: Arc<EventStore>,
     client: AuthentikClient,
@@ -87,7 +87,7 @@ enum Outcome {
 }
 
 impl Syncer {
-    pub fn new(
+    pub(crate) fn new(
         pool: PgPool,
         store: Arc<EventStore>,
         client: AuthentikClient,
@@ -106,12 +106,12 @@ impl Syncer {
         }
     }
 
-    pub fn concurrency(&self) -> usize {
+    pub(crate) fn concurrency(&self) -> usize {
         self.config.concurrency.max(1)
     }
 
     /// One worker's loop, until `cancel` fires.
-    pub async fn run(self: Arc<Self>, slot: usize, cancel: CancellationToken) {
+    pub(crate) async fn run(self: Arc<Self>, slot: usize, cancel: CancellationToken) {
         let worker = format!("{}-{slot}", self.process_id);
         let mut db_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         while !cancel.is_cancelled() {

@@ -21,14 +21,14 @@ use tokio::sync::Notify;
 use crate::auth::SubjectField;
 
 /// How long a subject Authentik did not know is not asked about again.
-pub const NEGATIVE_TTL: Duration = Duration::from_secs(60);
+pub(crate) const NEGATIVE_TTL: Duration = Duration::from_secs(60);
 /// Lookups per second, per process.
-pub const PER_SECOND: u32 = 5;
+pub(crate) const PER_SECOND: u32 = 5;
 /// How long a request waits for the user to be synced.
 const WAIT: Duration = Duration::from_secs(5);
 
 /// The inbox format of the items this stores (`idsync inbox list` shows it).
-pub const FORMAT: &str = "on_demand";
+pub(crate) const FORMAT: &str = "on_demand";
 
 pub struct OnDemand {
     client: AuthentikClient,

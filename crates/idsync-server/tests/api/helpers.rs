@@ -8,16 +8,16 @@ use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub const SECRET: &str = "test-webhook-secret";
+pub(crate) const SECRET: &str = "test-webhook-secret";
 
 /// The server `#[sqlx::test]` and these tests use; the test script sets it.
-pub fn server_url() -> String {
+pub(crate) fn server_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// `server_url()` pointed at database `name`.
-pub fn url_for(name: &str) -> String {
+pub(crate) fn url_for(name: &str) -> String {
     let base = server_url();
     let (without_query, query) = match base.split_once('?') {
         Some((b, q)) => (b.to_owned(), format!("?{q}")),
@@ -31,7 +31,7 @@ pub fn url_for(name: &str) -> String {
     format!("{host_part}/{name}{query}")
 }
 
-pub async fn database_of(pool: &PgPool) -> String {
+pub(crate) async fn database_of(pool: &PgPool) -> String {
     sqlx::query_scalar("SELECT current_database()")
         .fetch_one(pool)
         .await
@@ -40,13 +40,13 @@ pub async fn database_of(pool: &PgPool) -> String {
 
 /// A connection to the server's maintenance database, for things a test does to the
 /// app's database from outside (blocking connections, dropping it).
-pub async fn admin() -> PgPool {
+pub(crate) async fn admin() -> PgPool {
     PgPool::connect(&server_url())
         .await
         .expect("admin connection")
 }
 
-pub fn binary() -> Command {
+pub(crate) fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_idsync"));
     // Only what the test says: no stray IDSYNC_* from the developer's shell.
     cmd.env_clear()
@@ -59,7 +59,7 @@ pub fn binary() -> Command {
     cmd
 }
 
-pub struct App {
+pub(crate) struct App {
     pub child: Child,
     pub addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
@@ -68,7 +68,7 @@ pub struct App {
 
 impl App {
     /// `GET /metrics`, the Prometheus text.
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         self.http
             .get(self.url("/metrics"))
             .send()
@@ -79,12 +79,12 @@ impl App {
             .expect("text")
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
     /// Poll `/readyz` until it answers 200.
-    pub async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = self.http.get(self.url("/readyz")).send().await
@@ -101,7 +101,7 @@ impl App {
         }
     }
 
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let pid = self.child.id().expect("running child has a pid");
         let status = std::process::Command::new("kill")
             .args([format!("-{name}"), pid.to_string()])
@@ -110,27 +110,31 @@ impl App {
         assert!(status.success());
     }
 
-    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+    pub(crate) async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         match tokio::time::timeout(within, self.child.wait()).await {
             Ok(status) => status.expect("wait"),
             Err(_) => panic!("did not exit within {within:?}; logs:\n{}", self.logs()),
         }
     }
 
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
 }
 
 /// Start `idsync serve` on a free loopback port and return once it listens.
 /// The API token the tests' Authentik stubs accept.
-pub const STUB_TOKEN: &str = "stub-api-token";
+pub(crate) const STUB_TOKEN: &str = "stub-api-token";
 
 /// `idsync serve` on this test's database, syncing from `stub`, and ready. Retries are
 /// quick (50-400 ms rather than 1 s doubling to 5 min): under a loaded test machine one
 /// slow answer must not push an item past a test's patience. `extra` adds settings (a
 /// later one wins over an earlier one of the same name).
-pub async fn serve_with_stub(pool: &PgPool, stub: &AuthentikStub, extra: &[(&str, &str)]) -> App {
+pub(crate) async fn serve_with_stub(
+    pool: &PgPool,
+    stub: &AuthentikStub,
+    extra: &[(&str, &str)],
+) -> App {
     let db = database_of(pool).await;
     let url = stub.url();
     let mut env = vec![
@@ -145,7 +149,7 @@ pub async fn serve_with_stub(pool: &PgPool, stub: &AuthentikStub, extra: &[(&str
     app
 }
 
-pub async fn spawn_app(database_url: &str, extra_env: &[(&str, &str)]) -> App {
+pub(crate) async fn spawn_app(database_url: &str, extra_env: &[(&str, &str)]) -> App {
     let mut cmd = binary();
     cmd.arg("serve")
         .env("DATABASE_URL", database_url)
@@ -196,7 +200,7 @@ pub async fn spawn_app(database_url: &str, extra_env: &[(&str, &str)]) -> App {
 }
 
 /// The value of an unlabelled metric in Prometheus text, if present.
-pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric_value(metrics: &str, name: &str) -> Option<f64> {
     metrics
         .lines()
         .filter_map(|l| l.split_once(' '))

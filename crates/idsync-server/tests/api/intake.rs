@@ -14,7 +14,7 @@ async fn start(pool: &PgPool) -> App {
     app
 }
 
-pub async fn post(
+pub(crate) async fn post(
     app: &App,
     body: impl Into<reqwest::Body>,
     content_type: Option<&str>,
@@ -33,7 +33,7 @@ pub async fn post(
     (status, body)
 }
 
-pub async fn post_json(app: &App, body: &Value) -> (u16, Value) {
+pub(crate) async fn post_json(app: &App, body: &Value) -> (u16, Value) {
     post(
         app,
         body.to_string(),

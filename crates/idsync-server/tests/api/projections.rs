@@ -17,7 +17,7 @@ async fn serve(pool: &PgPool, stub: &AuthentikStub) -> App {
 }
 
 /// Wait until the inbox is drained and the `users` projection has every event.
-pub async fn projected(pool: &PgPool, within: Duration) {
+pub(crate) async fn projected(pool: &PgPool, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let (open, behind): (i64, i64) = sqlx::query_as(

@@ -35,7 +35,7 @@ async fn send(app: &App, body: &Value) {
 }
 
 /// Wait until no inbox item is pending or processing.
-pub async fn settled(pool: &PgPool, within: Duration) {
+pub(crate) async fn settled(pool: &PgPool, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let open: i64 = sqlx::query_scalar(
@@ -56,7 +56,7 @@ pub async fn settled(pool: &PgPool, within: Duration) {
 }
 
 /// (pk, type, data, metadata) in global order.
-pub async fn events(pool: &PgPool) -> Vec<(i64, String, Value, Value)> {
+pub(crate) async fn events(pool: &PgPool) -> Vec<(i64, String, Value, Value)> {
     let rows: Vec<(String, String, Value, Value)> = sqlx::query_as(
         "SELECT aggregate_id, event_type, payload::jsonb, metadata::jsonb FROM events ORDER BY global_position",
     )
