@@ -184,14 +184,39 @@ pub enum UserEvent {
     UserDeleted(UserDeleted),
 }
 
+/// Which event an event is, without its data: for metric labels, stored outcomes and
+/// comparisons, where a string could be misspelt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    UserRegistered,
+    UserUpdated,
+    UserDeleted,
+}
+
+impl EventKind {
+    /// The stored `event_type` (the variant name of [`UserEvent`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::UserRegistered => "UserRegistered",
+            EventKind::UserUpdated => "UserUpdated",
+            EventKind::UserDeleted => "UserDeleted",
+        }
+    }
+}
+
+impl UserEvent {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            UserEvent::UserRegistered(_) => EventKind::UserRegistered,
+            UserEvent::UserUpdated { .. } => EventKind::UserUpdated,
+            UserEvent::UserDeleted(_) => EventKind::UserDeleted,
+        }
+    }
+}
+
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> String {
-        match self {
-            UserEvent::UserRegistered(_) => "UserRegistered",
-            UserEvent::UserUpdated { .. } => "UserUpdated",
-            UserEvent::UserDeleted(_) => "UserDeleted",
-        }
-        .to_owned()
+        self.kind().as_str().to_owned()
     }
 
     /// Bump when an event's stored shape changes, and teach the readers the old one.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, DomainEvent};
-use idsync_domain::{EventMetadata, User, UserCommand, UserEvent};
+use idsync_domain::{EventKind, EventMetadata, User, UserCommand, UserEvent};
 use postgres_es::PostgresEventRepository;
 use sqlx::{PgPool, Row};
 
@@ -39,8 +39,8 @@ pub struct AppendedEvent {
 }
 
 impl AppendedEvent {
-    pub fn event_type(&self) -> String {
-        self.event.event_type()
+    pub fn kind(&self) -> EventKind {
+        self.event.kind()
     }
 }
 

@@ -572,7 +572,7 @@ async fn a_batch_that_loses_a_race_is_rolled_back_and_run_one_by_one(pool: PgPoo
             r.as_ref()
                 .expect("every command ran")
                 .iter()
-                .map(|e| e.event_type())
+                .map(|e| e.kind().as_str().to_owned())
                 .collect()
         })
         .collect();

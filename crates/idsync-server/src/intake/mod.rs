@@ -66,18 +66,50 @@ pub(crate) async fn receive(
     if let Err(ApiError::Unauthorized(_)) = &result {
         state.rejections.record(peer.ip());
     }
-    let outcome = match &result {
-        Ok((StatusCode::OK, _)) => "duplicate",
-        Ok((_, body)) if body["status"] == "ignored" => "ignored",
-        Ok(_) => "accepted",
-        Err(ApiError::Unauthorized(_)) => "unauthorized",
-        Err(ApiError::InvalidPayload(_)) => "invalid",
-        Err(ApiError::PayloadTooLarge(_)) => "too_large",
-        Err(ApiError::UnsupportedMediaType(_)) => "unsupported_media_type",
-        Err(_) => "unavailable",
-    };
-    metrics::counter!(WEBHOOKS_RECEIVED, "outcome" => outcome).increment(1);
+    let outcome = Received::of(&result);
+    metrics::counter!(WEBHOOKS_RECEIVED, "outcome" => outcome.label()).increment(1);
     result
+}
+
+/// What became of a delivery, as `idsync_webhooks_received_total{outcome}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Received {
+    Accepted,
+    Duplicate,
+    Ignored,
+    Unauthorized,
+    Invalid,
+    TooLarge,
+    UnsupportedMediaType,
+    Unavailable,
+}
+
+impl Received {
+    fn of(result: &Result<(StatusCode, Json<Value>), ApiError>) -> Self {
+        match result {
+            Ok((StatusCode::OK, _)) => Received::Duplicate,
+            Ok((_, body)) if body["status"] == "ignored" => Received::Ignored,
+            Ok(_) => Received::Accepted,
+            Err(ApiError::Unauthorized(_)) => Received::Unauthorized,
+            Err(ApiError::InvalidPayload(_)) => Received::Invalid,
+            Err(ApiError::PayloadTooLarge(_)) => Received::TooLarge,
+            Err(ApiError::UnsupportedMediaType(_)) => Received::UnsupportedMediaType,
+            Err(_) => Received::Unavailable,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Received::Accepted => "accepted",
+            Received::Duplicate => "duplicate",
+            Received::Ignored => "ignored",
+            Received::Unauthorized => "unauthorized",
+            Received::Invalid => "invalid",
+            Received::TooLarge => "too_large",
+            Received::UnsupportedMediaType => "unsupported_media_type",
+            Received::Unavailable => "unavailable",
+        }
+    }
 }
 
 async fn handle(

@@ -453,7 +453,7 @@ impl<D: Directory> Runner<'_, D> {
                 .map(|outcome| {
                     outcome.map(|appended| {
                         for event in &appended {
-                            metrics::counter!(EVENTS_APPENDED, "type" => event.event_type())
+                            metrics::counter!(EVENTS_APPENDED, "type" => event.kind().as_str())
                                 .increment(1);
                         }
                         appended.into_iter().map(|a| a.event).collect()

@@ -18,7 +18,7 @@ use idsync_store::inbox::{Claimed, NewItem, Status, Subject};
 use idsync_store::projections::{Projection, projector, users::UsersProjection};
 use uuid::Uuid;
 
-use super::{Outcome, Syncer, finished};
+use super::{Finished, Outcome, Syncer, finished};
 use crate::metrics::AUTHENTIK_REQUESTS;
 
 /// How long a group's item waits for the users read model to catch up with the event
@@ -56,7 +56,7 @@ impl Syncer {
                 if old_names.is_empty() {
                     // Never seen: none of the users idsync knows carries it by a name it
                     // could find. Reconcile compares every user anyway.
-                    return finished(Status::Done, "group_unknown");
+                    return finished(Status::Done, Finished::GroupUnknown);
                 }
                 (Vec::new(), None)
             }
@@ -102,7 +102,9 @@ impl Syncer {
             .collect::<Vec<_>>();
         Outcome::Finished {
             status: Status::Done,
-            outcome: format!("refresh {} user(s)", followups.len()),
+            outcome: Finished::GroupRefresh {
+                users: followups.len(),
+            },
             followups,
         }
     }

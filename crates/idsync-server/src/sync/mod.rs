@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::Utc;
 use idsync_authentik::webhook::Action;
 use idsync_authentik::{AuthentikClient, ClientError};
-use idsync_domain::{EventMetadata, Source, UserCommand, UserError};
+use idsync_domain::{EventKind, EventMetadata, Source, UserCommand, UserError};
 use idsync_store::backoff::Backoff;
 use idsync_store::inbox::{self, Claimed, NewItem, Status, Subject};
 use idsync_store::{AppendedEvent, EventStore, StoreError};
@@ -70,11 +70,71 @@ enum Record {
     },
 }
 
+/// What a finished item came to: stored as the item's `outcome` (its `Display`) and
+/// counted under `idsync_sync_finished_total{outcome}` (its label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finished {
+    Registered,
+    Updated,
+    Deleted,
+    /// A delete for a user idsync never registered (or already deleted).
+    AlreadyAbsent,
+    /// The snapshot equals what the events already say.
+    Unchanged,
+    /// Authentik no longer has the user; its delete webhook (or reconcile) follows.
+    NotFound,
+    /// A snapshot for a user deleted here: Authentik never reuses a pk, so it is stale.
+    UserDeleted,
+    /// A group idsync has never seen: no user it knows carries it.
+    GroupUnknown,
+    /// A group changed: its users are queued for a refresh.
+    GroupRefresh {
+        users: usize,
+    },
+}
+
+impl Finished {
+    fn label(self) -> &'static str {
+        match self {
+            Finished::Registered => "registered",
+            Finished::Updated => "updated",
+            Finished::Deleted => "deleted",
+            Finished::AlreadyAbsent => "already_absent",
+            Finished::Unchanged => "unchanged",
+            Finished::NotFound => "not_found",
+            Finished::UserDeleted => "user_deleted",
+            Finished::GroupUnknown => "group_unknown",
+            // The count stays out of the label: one series, not one per group size.
+            Finished::GroupRefresh { .. } => "group_refresh",
+        }
+    }
+
+    /// Which event a command appended first decides; none means nothing changed.
+    fn of(action: &str, events: &[AppendedEvent]) -> Self {
+        match events.first().map(AppendedEvent::kind) {
+            Some(EventKind::UserRegistered) => Finished::Registered,
+            Some(EventKind::UserUpdated) => Finished::Updated,
+            Some(EventKind::UserDeleted) => Finished::Deleted,
+            None if action == Action::Deleted.as_str() => Finished::AlreadyAbsent,
+            None => Finished::Unchanged,
+        }
+    }
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finished::GroupRefresh { users } => write!(f, "refresh {users} user(s)"),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
 /// What became of an item.
 enum Outcome {
     Finished {
         status: Status,
-        outcome: String,
+        outcome: Finished,
         followups: Vec<NewItem>,
     },
     Retry {
@@ -225,11 +285,11 @@ impl Syncer {
                 outcome,
                 followups,
             } => {
-                metrics::counter!(SYNC_FINISHED, "outcome" => outcome.clone()).increment(1);
+                metrics::counter!(SYNC_FINISHED, "outcome" => outcome.label()).increment(1);
                 tracing::info!(%outcome, followups = followups.len(), "inbox item finished");
                 Record::Finish {
                     status,
-                    outcome,
+                    outcome: outcome.to_string(),
                     followups,
                 }
             }
@@ -288,7 +348,7 @@ impl Syncer {
                         self.readiness.clear("authentik");
                         // Deleted in Authentik before we got to it: its model_deleted
                         // webhook (or reconcile) carries the rest.
-                        return finished(Status::Done, "not_found");
+                        return finished(Status::Done, Finished::NotFound);
                     }
                     Err(err) => return self.fetch_failed(err),
                 }
@@ -302,11 +362,11 @@ impl Syncer {
         match self.store.execute(pk, command, &metadata).await {
             Ok(events) => {
                 count_appended(&events);
-                finished(Status::Done, outcome_of(&item.action, &events))
+                finished(Status::Done, Finished::of(&item.action, &events))
             }
             // Authentik never reuses a pk: a snapshot of a deleted user is stale.
             Err(StoreError::Domain(UserError::Deleted { .. })) => {
-                finished(Status::Ignored, "user_deleted")
+                finished(Status::Ignored, Finished::UserDeleted)
             }
             Err(StoreError::Domain(err)) => Outcome::Fail {
                 error: err.to_string(),
@@ -341,10 +401,10 @@ impl Syncer {
     }
 }
 
-fn finished(status: Status, outcome: &str) -> Outcome {
+fn finished(status: Status, outcome: Finished) -> Outcome {
     Outcome::Finished {
         status,
-        outcome: outcome.to_owned(),
+        outcome,
         followups: Vec::new(),
     }
 }
@@ -358,17 +418,6 @@ fn retry(error: impl std::fmt::Display, not_before: Option<Duration>) -> Outcome
 
 fn count_appended(events: &[AppendedEvent]) {
     for event in events {
-        metrics::counter!(EVENTS_APPENDED, "type" => event.event_type()).increment(1);
-    }
-}
-
-/// The outcome recorded on the item: which event it produced, or that none was needed.
-fn outcome_of(action: &str, events: &[AppendedEvent]) -> &'static str {
-    match events.first().map(AppendedEvent::event_type).as_deref() {
-        Some("UserRegistered") => "registered",
-        Some("UserUpdated") => "updated",
-        Some("UserDeleted") => "deleted",
-        _ if action == Action::Deleted.as_str() => "already_absent",
-        _ => "unchanged",
+        metrics::counter!(EVENTS_APPENDED, "type" => event.kind().as_str()).increment(1);
     }
 }
