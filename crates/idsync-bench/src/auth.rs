@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use idsync_testkit::oidc::{TestIssuer, TokenSpec};
+use idsync_testkit::oidc::TokenSpec;
 
-use crate::support::{BoxError, ScratchDb, Server, closed_loop, ms};
+use crate::support::{BoxError, ScratchDb, closed_loop, ms, serve_with_issuer};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -24,17 +24,7 @@ pub(crate) async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
 }
 
 async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
-    let issuer = TestIssuer::start().await;
-    let (iss, aud) = (issuer.issuer(), issuer.client_id());
-    let server = Server::start(
-        &db.url,
-        &[
-            ("IDSYNC_WEBHOOK_SECRET", "bench"),
-            ("IDSYNC_OIDC_ISSUER", iss.as_str()),
-            ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
-        ],
-    )
-    .await?;
+    let (issuer, server) = serve_with_issuer(&db.url, &[]).await?;
     let token = issuer.token(&TokenSpec::new().sub("7").exp_in(3600));
     let addr = server.addr;
     let livez =

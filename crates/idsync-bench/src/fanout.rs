@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use idsync_domain::{EventMetadata, Source, UserCommand, UserSnapshot};
 use idsync_store::EventStore;
-use idsync_testkit::oidc::{TestIssuer, TokenSpec};
+use idsync_testkit::oidc::TokenSpec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use crate::support::{BoxError, ScratchDb, Server, ms, quantile};
+use crate::support::{BoxError, ScratchDb, ms, quantile, serve_with_issuer};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -55,17 +55,7 @@ struct Tally {
 }
 
 async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
-    let issuer = TestIssuer::start().await;
-    let (iss, aud) = (issuer.issuer(), issuer.client_id());
-    let server = Server::start(
-        &db.url,
-        &[
-            ("IDSYNC_WEBHOOK_SECRET", "bench"),
-            ("IDSYNC_OIDC_ISSUER", iss.as_str()),
-            ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
-        ],
-    )
-    .await?;
+    let (issuer, server) = serve_with_issuer(&db.url, &[]).await?;
     let pid = server.child.id().ok_or("no pid")?;
     let token = issuer.token(
         &TokenSpec::new()

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use idsync_testkit::oidc::{TestIssuer, TokenSpec};
+use idsync_testkit::oidc::TokenSpec;
 
-use crate::support::{BoxError, ScratchDb, Server, closed_loop, ms, pgbench};
+use crate::support::{BoxError, ScratchDb, closed_loop, ms, pgbench, serve_with_issuer};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -43,18 +43,8 @@ struct Row {
 }
 
 async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
-    let issuer = TestIssuer::start().await;
-    let (iss, aud) = (issuer.issuer(), issuer.client_id());
-    let server = Server::start(
-        &db.url,
-        &[
-            ("IDSYNC_WEBHOOK_SECRET", "bench"),
-            ("IDSYNC_OIDC_ISSUER", iss.as_str()),
-            ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
-            ("IDSYNC_RECONCILE_INTERVAL", "0"),
-        ],
-    )
-    .await?;
+    let (issuer, server) =
+        serve_with_issuer(&db.url, &[("IDSYNC_RECONCILE_INTERVAL", "0")]).await?;
     fill_users(&db.url, args.users).await?;
 
     let user_tokens: Vec<String> = (1..=args.callers)

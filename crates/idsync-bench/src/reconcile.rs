@@ -7,12 +7,11 @@
 //!
 //! The stub runs in this process; idsync runs as its own process, the real command.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use idsync_testkit::authentik::{AuthentikStub, fixtures};
 
-use crate::support::{BoxError, ScratchDb, idsync_binary};
+use crate::support::{BoxError, ScratchDb, idsync_binary, migrate};
 
 const TOKEN: &str = "bench-api-token";
 /// Reconcile's own listing settings (`Options::default()` in idsync-server).
@@ -34,15 +33,7 @@ pub(crate) async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
 }
 
 async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
-    let status = tokio::process::Command::new(idsync_binary()?)
-        .arg("migrate")
-        .env("DATABASE_URL", &db.url)
-        .stdout(Stdio::null())
-        .status()
-        .await?;
-    if !status.success() {
-        return Err("idsync migrate failed".into());
-    }
+    migrate(&db.url).await?;
     eprintln!("starting the Authentik stub with {} users...", args.users);
     let stub = AuthentikStub::start(TOKEN).await;
     stub.upsert_many((1..=args.users).map(|pk| {

@@ -16,7 +16,7 @@ use idsync_domain::{User, UserEvent};
 use postgres_es::{PostgresEventRepository, PostgresViewRepository};
 use serde::{Deserialize, Serialize};
 
-use crate::support::{BoxError, ScratchDb, idsync_binary};
+use crate::support::{BoxError, ScratchDb, idsync_binary, migrate};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -39,15 +39,7 @@ pub(crate) async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
 }
 
 async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
-    let status = tokio::process::Command::new(idsync_binary()?)
-        .arg("migrate")
-        .env("DATABASE_URL", &db.url)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .await?;
-    if !status.success() {
-        return Err("idsync migrate failed".into());
-    }
+    migrate(&db.url).await?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
         .connect(&db.url)

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use idsync_testkit::oidc::TestIssuer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -72,6 +73,38 @@ pub(crate) fn idsync_binary() -> Result<PathBuf, BoxError> {
         )
         .into())
     }
+}
+
+/// `idsync migrate` on `database_url`.
+pub(crate) async fn migrate(database_url: &str) -> Result<(), BoxError> {
+    let status = Command::new(idsync_binary()?)
+        .arg("migrate")
+        .env("DATABASE_URL", database_url)
+        .stdout(Stdio::null())
+        .status()
+        .await?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("idsync migrate failed".into())
+    }
+}
+
+/// A local OIDC issuer and `idsync serve` trusting it, with `extra` settings.
+pub(crate) async fn serve_with_issuer(
+    database_url: &str,
+    extra: &[(&str, &str)],
+) -> Result<(TestIssuer, Server), BoxError> {
+    let issuer = TestIssuer::start().await;
+    let (iss, aud) = (issuer.issuer(), issuer.client_id());
+    let mut env = vec![
+        ("IDSYNC_WEBHOOK_SECRET", "bench"),
+        ("IDSYNC_OIDC_ISSUER", iss.as_str()),
+        ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let server = Server::start(database_url, &env).await?;
+    Ok((issuer, server))
 }
 
 pub(crate) struct Server {

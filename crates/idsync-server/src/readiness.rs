@@ -31,27 +31,19 @@ impl Readiness {
     }
 
     pub fn set(&self, component: &'static str, reason: impl Into<String>) {
-        if let Ok(mut map) = self.reasons.write() {
-            map.insert(component, reason.into());
-        }
+        edit(&self.reasons, component, Some(reason.into()));
     }
 
     pub fn clear(&self, component: &'static str) {
-        if let Ok(mut map) = self.reasons.write() {
-            map.remove(component);
-        }
+        edit(&self.reasons, component, None);
     }
 
     pub fn warn(&self, component: &'static str, warning: impl Into<String>) {
-        if let Ok(mut map) = self.warnings.write() {
-            map.insert(component, warning.into());
-        }
+        edit(&self.warnings, component, Some(warning.into()));
     }
 
     pub fn clear_warning(&self, component: &'static str) {
-        if let Ok(mut map) = self.warnings.write() {
-            map.remove(component);
-        }
+        edit(&self.warnings, component, None);
     }
 
     pub fn reasons(&self) -> Vec<String> {
@@ -60,6 +52,20 @@ impl Readiness {
 
     pub fn warnings(&self) -> Vec<String> {
         render(&self.warnings)
+    }
+}
+
+/// Set (`Some`) or clear (`None`) one component's entry.
+fn edit(
+    map: &RwLock<BTreeMap<&'static str, String>>,
+    component: &'static str,
+    text: Option<String>,
+) {
+    if let Ok(mut map) = map.write() {
+        match text {
+            Some(text) => map.insert(component, text),
+            None => map.remove(component),
+        };
     }
 }
 

@@ -64,17 +64,8 @@ impl Identifier {
         peer: Option<IpAddr>,
         accepts: Accepts,
     ) -> Result<Option<Caller>, Refused> {
-        let refused_token = |error| Refused {
-            code: "invalid_token",
-            error,
-        };
         if let Some(token) = bearer(headers) {
-            return self
-                .auth
-                .authenticate(&self.pool, token, Via::Bearer)
-                .await
-                .map(Some)
-                .map_err(refused_token);
+            return self.token(token, Via::Bearer).await;
         }
         if accepts.ticket
             && let Some(ticket) = ticket
@@ -104,12 +95,7 @@ impl Identifier {
         };
         // The gateway's access token is proof; its userinfo is only a claim.
         if let Some(token) = access_token {
-            return self
-                .auth
-                .authenticate(&self.pool, token, Via::Gateway)
-                .await
-                .map(Some)
-                .map_err(refused_token);
+            return self.token(token, Via::Gateway).await;
         }
         let claims = userinfo
             .and_then(gateway::decode_userinfo)
@@ -120,6 +106,17 @@ impl Identifier {
         };
         let user_pk = self.auth.resolve(&self.pool, &claims).await.ok().flatten();
         Ok(Some(self.auth.caller(claims, user_pk, Via::Gateway)))
+    }
+
+    async fn token(&self, token: &str, via: Via) -> Result<Option<Caller>, Refused> {
+        self.auth
+            .authenticate(&self.pool, token, via)
+            .await
+            .map(Some)
+            .map_err(|error| Refused {
+                code: "invalid_token",
+                error,
+            })
     }
 
     /// A caller, or the error an HTTP answer gives: for endpoints that need one.

@@ -38,12 +38,14 @@ async fn a_request_line_carries_its_request_id_and_no_foreign_span(pool: PgPool)
         assert_eq!(status, 202, "{answer}");
     }
 
+    let get = |path: &str, request_id: &str| {
+        app.http
+            .get(app.url(path))
+            .header("x-request-id", request_id)
+            .send()
+    };
     // A caller's own id is kept and echoed.
-    let response = app
-        .http
-        .get(app.url("/api/users/7"))
-        .header("x-request-id", "caller-chosen-42")
-        .send()
+    let response = get("/api/users/7", "caller-chosen-42")
         .await
         .expect("request");
     assert_eq!(
@@ -54,11 +56,7 @@ async fn a_request_line_carries_its_request_id_and_no_foreign_span(pool: PgPool)
     assert_eq!(response.headers()["x-request-id"], "caller-chosen-42");
 
     // A missing or unusable id is replaced by a fresh one.
-    let response = app
-        .http
-        .get(app.url("/api/whoami"))
-        .header("x-request-id", "spaces and \"quotes\"")
-        .send()
+    let response = get("/api/whoami", "spaces and \"quotes\"")
         .await
         .expect("request");
     let generated = response.headers()["x-request-id"]
