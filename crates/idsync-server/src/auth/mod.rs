@@ -161,7 +161,7 @@ impl SubjectCoverage {
                 _ => "check that IDSYNC_OIDC_SUBJECT matches the provider's sub_mode",
             };
             format!(
-                "IDSYNC_OIDC_SUBJECT={}: none of the {} synced users has that field, so no caller                  can be resolved and /api/me answers 404: {fix}",
+                "IDSYNC_OIDC_SUBJECT={}: none of the {} synced users has that field, so no caller can be resolved and /api/me answers 404: {fix}",
                 field.name(),
                 self.users
             )
