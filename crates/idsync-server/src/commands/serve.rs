@@ -148,7 +148,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         metrics: crate::metrics::install(),
         intake: IntakeState {
             webhook_secret: Arc::new(webhook_secret),
-            intake: crate::intake::IntakeQueue::start(pool.clone(), INTAKE_WRITERS),
+            intake: crate::intake::IntakeQueue::start(pool.clone(), INTAKE_WRITERS, &tracker),
             wake_sync,
             rejections: crate::intake::Rejections::default(),
         },

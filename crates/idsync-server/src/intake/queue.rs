@@ -12,6 +12,7 @@ use std::sync::Arc;
 use idsync_store::inbox::{self, Inserted, NewItem};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 
 /// Most rows in one INSERT.
 const MAX_BATCH: usize = 512;
@@ -37,14 +38,15 @@ pub struct IntakeQueue {
 }
 
 impl IntakeQueue {
-    /// Start `writers` writer tasks. They stop when the last clone of the queue is
-    /// dropped and everything queued has been written, so shutdown answers every
-    /// request that was accepted into the queue.
-    pub fn start(pool: PgPool, writers: usize) -> Self {
+    /// Start `writers` writer tasks on `tracker`. They stop when the last clone of the
+    /// queue is dropped (the router's, once the server has stopped) and everything
+    /// queued has been written, so shutdown answers every request that was accepted into
+    /// the queue, and serve waits for that before it exits.
+    pub fn start(pool: PgPool, writers: usize, tracker: &TaskTracker) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..writers.max(1) {
-            tokio::spawn(write_batches(pool.clone(), rx.clone()));
+            tracker.spawn(write_batches(pool.clone(), rx.clone()));
         }
         Self { tx }
     }
