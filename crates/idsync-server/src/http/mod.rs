@@ -45,12 +45,16 @@ pub struct AppState {
     pub users_cache: Arc<idsync_store::projections::users_cache::UsersCache>,
 }
 
-/// Reasons background components give for the process not being ready (Authentik
-/// rejecting our token, bootstrap still failing...). `/readyz` adds them to what it
-/// checks itself. Keyed by component so each one sets and clears only its own.
+/// Readiness means one thing: this process can accept and store webhooks (the database
+/// answers, the schema is ready). Reasons are what stops that (bootstrap still failing);
+/// `/readyz` adds them to what it checks itself and answers 503. Keyed by component so
+/// each one sets and clears only its own.
 ///
-/// Warnings are shown by `/readyz` without failing it: conditions an operator should
-/// see that do not stop the process from doing its job (webhooks are still stored).
+/// Warnings are shown by `/readyz` without failing it: downstream problems an operator
+/// must see (Authentik refusing our token, the OIDC issuer unreachable) that do not stop
+/// webhooks from being stored. Failing readiness for them would make a load balancer
+/// take the process out of service and so stop intake too. Each warning is also the
+/// gauge `idsync_readiness_warning{component}` (1 while it stands).
 #[derive(Clone, Default)]
 pub struct Readiness {
     reasons: Arc<RwLock<BTreeMap<&'static str, String>>>,
@@ -85,12 +89,14 @@ impl Readiness {
         if let Ok(mut map) = self.warnings.write() {
             map.insert(component, warning.into());
         }
+        ::metrics::gauge!(metrics::READINESS_WARNING, "component" => component).set(1.0);
     }
 
     pub fn clear_warning(&self, component: &'static str) {
         if let Ok(mut map) = self.warnings.write() {
             map.remove(component);
         }
+        ::metrics::gauge!(metrics::READINESS_WARNING, "component" => component).set(0.0);
     }
 
     pub fn reasons(&self) -> Vec<String> {
