@@ -290,11 +290,6 @@ impl Replica {
         self.child.id()
     }
 
-    pub async fn kill(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-    }
-
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")

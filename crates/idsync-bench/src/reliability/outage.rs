@@ -26,6 +26,8 @@ pub struct Params {
 struct Tally {
     accepted: Mutex<HashSet<String>>,
     answered_503: AtomicU64,
+    /// 503s to requests sent while Postgres was up (before the outage or once back).
+    answered_503_up: AtomicU64,
     answered_500: AtomicU64,
     other: AtomicU64,
     failed: AtomicU64,
@@ -154,6 +156,9 @@ pub async fn run(params: Params) -> Result<Row, BoxError> {
                 }
                 Ok(503) => {
                     tally.answered_503.fetch_add(1, Ordering::Relaxed);
+                    if !during {
+                        tally.answered_503_up.fetch_add(1, Ordering::Relaxed);
+                    }
                     tally
                         .slowest_503_us
                         .fetch_max(took.as_micros() as u64, Ordering::Relaxed);
@@ -239,9 +244,10 @@ pub async fn run(params: Params) -> Result<Row, BoxError> {
         lost,
         duplicated: 0,
         other: format!(
-            "{} accepted, {} × 503 (slowest {}; during the outage p50 {} p99 {}), {} × 500, {} no answer; /readyz 503 with a database reason: {} ({} probes); first 202 {} after Postgres was back; inbox drained {:.1} s after; {} failed items",
+            "{} accepted, {} × 503 ({} of them sent while Postgres was up; slowest {}; answers during the outage p50 {} p99 {}), {} × 500, {} no answer; /readyz 503 with a database reason: {} ({} probes); first 202 {} after Postgres was back; inbox drained {:.1} s after; {} failed items",
             accepted.len(),
             tally.answered_503.load(Ordering::Relaxed),
+            tally.answered_503_up.load(Ordering::Relaxed),
             ms(slowest_503),
             ms(quantile(&during, 0.5)),
             ms(quantile(&during, 0.99)),
