@@ -157,6 +157,24 @@ async fn a_delay_within_the_timeout_is_fine() {
 }
 
 #[tokio::test]
+async fn a_slow_ratio_delays_that_share_of_requests() {
+    let (stub, client) = setup().await;
+    stub.upsert(fixtures::user(1));
+    // One in four waits 150 ms (the client's timeout here is 300 ms); the rest answer
+    // at once.
+    stub.set_slow_ratio(0.25, Duration::from_millis(150));
+    let mut slow = 0;
+    for _ in 0..8 {
+        let started = Instant::now();
+        client.get_user(1).await.expect("slow but in time");
+        if started.elapsed() >= Duration::from_millis(150) {
+            slow += 1;
+        }
+    }
+    assert_eq!(slow, 2, "2 of 8 requests were slow");
+}
+
+#[tokio::test]
 async fn connection_refused_is_transient() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");

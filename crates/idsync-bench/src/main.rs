@@ -9,6 +9,7 @@ mod intake;
 mod latency;
 mod read;
 mod reconcile;
+mod reliability;
 mod replay;
 mod support;
 
@@ -54,6 +55,10 @@ enum Bench {
     /// `/api/me`, `/api/users/{pk}` and a page of `/api/users` with many callers' tokens,
     /// each beside pgbench running the same SQL at the same concurrency.
     Read(read::Args),
+    /// Chaos with three replicas, a database outage, slow and hostile clients, a soak
+    /// and a kid flood, each on its own throwaway PostgreSQL cluster; one table of what
+    /// was held, injected, lost and duplicated (see docs/reliability.md).
+    Reliability(reliability::Args),
 }
 
 #[tokio::main]
@@ -67,6 +72,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Reconcile(args) => reconcile::run(&cli.database_url, args).await,
         Bench::Fanout(args) => fanout::run(&cli.database_url, args).await,
         Bench::Latency(args) => latency::run(&cli.database_url, args).await,
+        Bench::Reliability(args) => reliability::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,7 +9,10 @@
 //!   `exp` and `sub` are required, `nbf` is checked when present, leeway is at most 60 s;
 //! - an unknown `kid` refreshes the JWKS (the issuer may have rotated its key), but at
 //!   most once per [`OidcConfig::min_refresh_interval`], and concurrent refreshes are
-//!   single-flighted, so a flood of made-up `kid`s cannot hammer the issuer.
+//!   single-flighted, so a flood of made-up `kid`s cannot hammer the issuer. An unknown
+//!   `kid` that arrives while the interval is not over waits for the next permitted
+//!   fetch (at most one interval) instead of failing at once: otherwise one made-up
+//!   `kid` would make a genuinely new key fail for a whole interval after a rotation.
 //!
 //! [`Verifier::verify`] returns the [`Claims`] or a [`VerifyError`] whose variant says
 //! which HTTP answer fits: `Invalid` → 401, `Unavailable` and `Misconfigured` → 503.
@@ -61,7 +64,9 @@ pub struct OidcConfig {
     /// Clock-skew allowance for `exp` and `nbf`; clamped to [`MAX_LEEWAY`]. Default 30 s.
     pub leeway: Duration,
     /// An unknown `kid` triggers at most one JWKS refetch per this interval; a failed
-    /// fetch is not retried sooner either. Default 5 s.
+    /// fetch is not retried sooner either. An unknown `kid` seen before the interval is
+    /// over waits for the next refetch, so a token signed by a newly published key is
+    /// accepted within this interval even while made-up kids keep arriving. Default 5 s.
     pub min_refresh_interval: Duration,
     /// Keys older than this are refetched on the next verification. Default 10 min.
     pub refresh_interval: Duration,
@@ -210,7 +215,14 @@ struct Inner {
     /// request. An entry is used only until the token's `exp` (plus leeway) and at most
     /// `verified_cache_ttl` after it was verified.
     verified: quick_cache::sync::Cache<[u8; 32], (Claims, std::time::Instant)>,
+    /// Verifications waiting for the next permitted refetch (see
+    /// [`Inner::refresh_for_unknown_kid`]); past [`MAX_KID_WAITERS`] they fail at once.
+    kid_waiters: std::sync::atomic::AtomicUsize,
 }
+
+/// Most verifications that may wait at once for a refetch for their unknown `kid`.
+/// Waiting costs a parked task each; the bound keeps a flood from parking without limit.
+const MAX_KID_WAITERS: usize = 4096;
 
 /// How many verified tokens are remembered.
 const VERIFIED_CACHE_ENTRIES: usize = 10_000;
@@ -228,6 +240,15 @@ struct RefreshState {
     /// The last refetch caused by an unknown `kid`: the rate limit against made-up kids.
     last_kid_refetch: Option<Instant>,
     generation: u64,
+}
+
+/// Counts a waiting verification out when it ends (returns or is cancelled).
+struct WaiterGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the token header says, read by this crate rather than trusted to the library, so
@@ -259,6 +280,7 @@ impl Verifier {
                 refresh: tokio::sync::Mutex::new(RefreshState::default()),
                 config_error_logged: AtomicBool::new(false),
                 verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_ENTRIES),
+                kid_waiters: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -417,22 +439,53 @@ impl Inner {
         self.refresh_locked(&mut state).await.ok()
     }
 
+    /// The keys after a refetch for an unknown `kid`, or None when none may happen (or it
+    /// failed). At most one such refetch per `min_refresh_interval`: inside the interval
+    /// the caller waits for its end and then shares one refetch with every other waiter.
+    /// Failing at once instead (as this did before) let one made-up `kid` block the
+    /// refetch a genuinely new key needs, so tokens signed by it were refused for up to a
+    /// whole interval after a rotation.
     async fn refresh_for_unknown_kid(&self, seen: &KeySet) -> Option<Arc<KeySet>> {
+        let wait_until = {
+            let mut state = self.refresh.lock().await;
+            // Someone refetched while this task waited for the lock: look there first
+            // instead of fetching again (this keeps concurrent unknown kids to one fetch).
+            if let Some(current) = self.cached()
+                && current.generation != seen.generation
+            {
+                return Some(current);
+            }
+            match state.last_kid_refetch {
+                Some(at) if at.elapsed() < self.config.min_refresh_interval => {
+                    at + self.config.min_refresh_interval
+                }
+                _ => {
+                    state.last_kid_refetch = Some(Instant::now());
+                    return self.refresh_locked(&mut state).await.ok();
+                }
+            }
+        };
+        let waiters = self.kid_waiters.fetch_add(1, Ordering::Relaxed);
+        let _waiting = WaiterGuard(&self.kid_waiters);
+        if waiters >= MAX_KID_WAITERS {
+            return None;
+        }
+        tokio::time::sleep_until(wait_until.into()).await;
         let mut state = self.refresh.lock().await;
-        // Someone refetched while this task waited for the lock: look there first instead
-        // of fetching again (this is what keeps concurrent unknown kids to one fetch).
         if let Some(current) = self.cached()
             && current.generation != seen.generation
         {
             return Some(current);
         }
-        if let Some(at) = state.last_kid_refetch
-            && at.elapsed() < self.config.min_refresh_interval
-        {
-            return None;
+        match state.last_kid_refetch {
+            // Another waiter fetched first and it failed (or found nothing new): do not
+            // try again inside the new interval.
+            Some(at) if at.elapsed() < self.config.min_refresh_interval => None,
+            _ => {
+                state.last_kid_refetch = Some(Instant::now());
+                self.refresh_locked(&mut state).await.ok()
+            }
         }
-        state.last_kid_refetch = Some(Instant::now());
-        self.refresh_locked(&mut state).await.ok()
     }
 
     /// Fetches (discovery if needed, then) the JWKS and installs the keys. On failure the

@@ -439,15 +439,11 @@ async fn a_flood_of_random_kids_causes_only_a_handful_of_fetches() {
             URL_SAFE_NO_PAD.encode(header.to_string())
         )
     };
-    // Sequential, then concurrent (single flight: waiters reuse the fetch in progress).
-    for i in 0..500 {
-        assert_invalid(
-            verifier.verify(&random_kid_token(i)).await,
-            "no key with kid",
-        );
-    }
+    // All at once (single flight: waiters reuse the fetch in progress). The first
+    // unknown kid refetches; the others arrive inside the interval and wait for its end,
+    // then share one more refetch.
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..500 {
+    for i in 0..1000 {
         let verifier = verifier.clone();
         let token = random_kid_token(i);
         tasks.spawn(async move { verifier.verify(&token).await });
@@ -462,6 +458,93 @@ async fn a_flood_of_random_kids_causes_only_a_handful_of_fetches() {
         .verify(&issuer.token(&spec))
         .await
         .expect("valid token");
+}
+
+/// A token made by the issuer's key under a made-up kid, without signing it again (RSA
+/// signing costs milliseconds; the kid lookup comes before any signature check).
+fn random_kid_token(signed: &str) -> String {
+    let (_, payload_and_signature) = signed.split_once('.').expect("JWT");
+    let header =
+        serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": uuid::Uuid::new_v4().to_string()});
+    format!(
+        "{}.{payload_and_signature}",
+        URL_SAFE_NO_PAD.encode(header.to_string())
+    )
+}
+
+/// Today's key rotation under attack: made-up kids arrive all the time, the issuer
+/// publishes a new key and signs with it. The new key's tokens must be accepted within
+/// one refetch interval (they used to be refused for up to that interval after any
+/// made-up kid), and the made-up kids must still cost at most one fetch per interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_accepted_within_the_interval_during_a_kid_flood() {
+    const INTERVAL: Duration = Duration::from_secs(1);
+    let issuer = TestIssuer::start().await;
+    let verifier = Verifier::new(
+        OidcConfig {
+            min_refresh_interval: INTERVAL,
+            ..config(&issuer)
+        },
+        http(),
+    );
+    let spec = TokenSpec::new();
+    verifier
+        .verify(&issuer.token(&spec))
+        .await
+        .expect("the current key");
+    let fetches_before = issuer.jwks_fetches();
+    let started = std::time::Instant::now();
+
+    // The flood: a made-up kid every 5 ms, each verification in its own task.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let verifier = verifier.clone();
+        let signed = issuer.token_with_unknown_kid(&spec);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let verifier = verifier.clone();
+                let token = random_kid_token(&signed);
+                tasks.spawn(async move { verifier.verify(&token).await });
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            while let Some(result) = tasks.join_next().await {
+                assert_invalid(result.expect("task"), "no key with kid");
+            }
+            sent
+        })
+    };
+
+    let mut worst = Duration::ZERO;
+    for round in 0..3 {
+        // Let the flood start a fresh interval, then rotate in the middle of it.
+        tokio::time::sleep(INTERVAL / 3).await;
+        issuer.rotate();
+        let token = issuer.token(&spec);
+        let asked = std::time::Instant::now();
+        verifier
+            .verify(&token)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the new key was refused: {e:?}"));
+        worst = worst.max(asked.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.await.expect("flood");
+    let elapsed = started.elapsed();
+    let fetches = issuer.jwks_fetches() - fetches_before;
+    let allowed = elapsed.as_secs_f64() / INTERVAL.as_secs_f64() + 1.0;
+    assert!(
+        worst <= INTERVAL + Duration::from_millis(500),
+        "a new key took {worst:?} to be accepted"
+    );
+    assert!(
+        fetches as f64 <= allowed.ceil(),
+        "{fetches} JWKS fetches in {elapsed:?} for {sent} made-up kids (at most one per {INTERVAL:?})"
+    );
+    assert!(sent > 100, "the flood ran ({sent} made-up kids)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@
 //! | `idsync_feed_events_delivered_total` | counter | `transport`: sse, ws |
 //! | `idsync_projection_lag_events` | gauge | `projection` |
 //! | `idsync_projection_lag_seconds` | gauge | `projection` |
+//! | `idsync_readiness_warning` | gauge | `component`: authentik, oidc, oidc_subject, webhook, projection (1 while `/readyz` warns) |
 //! | `idsync_reconcile_runs_total` | counter | `outcome`: ok, error, skipped (another process held the reconcile lock) |
 //! | `idsync_reconcile_last_run_timestamp_seconds` | gauge | |
 //! | `idsync_reconcile_last_success` | gauge | |
@@ -47,6 +48,7 @@ pub(crate) const RECONCILE_LAST_RUN: &str = "idsync_reconcile_last_run_timestamp
 pub(crate) const RECONCILE_LAST_SUCCESS: &str = "idsync_reconcile_last_success";
 pub(crate) const RECONCILE_LAST_DURATION: &str = "idsync_reconcile_last_duration_seconds";
 pub(crate) const RECONCILE_LAST_USERS: &str = "idsync_reconcile_last_users";
+pub(crate) const READINESS_WARNING: &str = "idsync_readiness_warning";
 pub(crate) const USERS_CACHE_READS: &str = "idsync_users_cache_reads_total";
 
 /// Install the process-wide recorder. Returns None if one is installed already.
@@ -71,6 +73,10 @@ fn describe() {
         "Age in seconds of the oldest pending or processing inbox item (0 when none)"
     );
     metrics::describe_counter!(AUTHENTIK_REQUESTS, "Calls to Authentik's API, by result");
+    metrics::describe_gauge!(
+        READINESS_WARNING,
+        "1 while /readyz warns about a component (a downstream problem that does not stop intake)"
+    );
     metrics::describe_counter!(
         EVENTS_APPENDED,
         "Events appended to the event store, by type"

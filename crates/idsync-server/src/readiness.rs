@@ -1,17 +1,23 @@
 //! What this process reports about itself on `/readyz`, set by the components that
-//! know (the sync worker, start-up checks) and read by the health handler. A leaf: it
-//! depends on nothing else in the crate.
+//! know (the sync worker, start-up checks) and read by the health handler. Below it
+//! only the metric names.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-/// Reasons background components give for the process not being ready (Authentik
-/// rejecting our token, bootstrap still failing...). `/readyz` adds them to what it
-/// checks itself. Keyed by component so each one sets and clears only its own.
+use crate::metrics::READINESS_WARNING;
+
+/// Readiness means one thing: this process can accept and store webhooks (the database
+/// answers, the schema is ready). Reasons are what stops that (bootstrap still failing);
+/// `/readyz` adds them to what it checks itself and answers 503. Keyed by component so
+/// each one sets and clears only its own.
 ///
-/// Warnings are shown by `/readyz` without failing it: conditions an operator should
-/// see that do not stop the process from doing its job (webhooks are still stored).
+/// Warnings are shown by `/readyz` without failing it: downstream problems an operator
+/// must see (Authentik refusing our token, the OIDC issuer unreachable) that do not stop
+/// webhooks from being stored. Failing readiness for them would make a load balancer
+/// take the process out of service and so stop intake too. Each warning is also the
+/// gauge `idsync_readiness_warning{component}` (1 while it stands).
 #[derive(Clone, Default)]
 pub struct Readiness {
     reasons: Arc<RwLock<BTreeMap<&'static str, String>>>,
@@ -40,10 +46,12 @@ impl Readiness {
 
     pub fn warn(&self, component: &'static str, warning: impl Into<String>) {
         edit(&self.warnings, component, Some(warning.into()));
+        metrics::gauge!(READINESS_WARNING, "component" => component).set(1.0);
     }
 
     pub fn clear_warning(&self, component: &'static str) {
         edit(&self.warnings, component, None);
+        metrics::gauge!(READINESS_WARNING, "component" => component).set(0.0);
     }
 
     pub fn reasons(&self) -> Vec<String> {

@@ -50,13 +50,16 @@ pub(crate) fn is_connectivity(err: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
-            // Class 08 connection exceptions, 57P0x shutdown/cannot connect now,
-            // 3D000 database missing, 53300 too many connections.
+            // Class 08 connection exceptions, 57P0x shutdown (57P01 admin_shutdown on a
+            // fast shutdown, 57P03 cannot_connect_now while it starts), 3D000 database
+            // missing, class 53 insufficient resources (too many connections, disk
+            // full, out of memory), class 58 system errors (I/O).
             db.code().is_some_and(|code| {
                 code.starts_with("08")
                     || code.starts_with("57P0")
                     || code == "3D000"
-                    || code == "53300"
+                    || code.starts_with("53")
+                    || code.starts_with("58")
                     || code == "55000" // object_not_in_prerequisite_state: ALLOW_CONNECTIONS false
             })
         }

@@ -33,6 +33,13 @@ pub const MAX_PAGE: i64 = 1000;
 
 const SELECT: &str = "SELECT global_position, event_type, aggregate_id, sequence, recorded_at, payload, metadata FROM events";
 
+/// UNPREPARED: the feed reads below run as unnamed statements, not cached prepared
+/// ones. A prepared statement switches to a generic plan after five runs when Postgres
+/// estimates it no worse; right after a database restart (fresh statistics, every
+/// reader catching up at once) that plan ignored the selective `global_position > $n`
+/// and took ~100 s per call. An unnamed statement is planned with its parameters every
+/// time: a parse per call, instead of a chance of a plan that stalls every feed.
+///
 /// Events with `global_position > after`, oldest first, at most `limit`.
 ///
 /// A plain `>` cursor is correct only because positions are assigned under the counter
@@ -54,6 +61,8 @@ pub async fn read_after_unbounded<'e>(
     let rows = sqlx::query(&format!(
         "{SELECT} WHERE aggregate_type = $1 AND global_position > $2 ORDER BY global_position LIMIT $3"
     ))
+    // Planned for its parameters every time (see UNPREPARED).
+    .persistent(false)
     .bind(<User as cqrs_es::Aggregate>::TYPE)
     .bind(after)
     .bind(limit.max(0))
@@ -132,6 +141,8 @@ pub async fn read_raw_after<'e>(
           WHERE aggregate_type = $1 AND global_position > $2
           ORDER BY global_position LIMIT $3",
     )
+    // Planned for its parameters every time (see UNPREPARED).
+    .persistent(false)
     .bind(<User as cqrs_es::Aggregate>::TYPE)
     .bind(after)
     .bind(limit.max(0))
@@ -150,6 +161,8 @@ pub async fn read_user_after<'e>(
     let rows = sqlx::query(&format!(
         "{SELECT} WHERE aggregate_type = $1 AND aggregate_id = $2 AND global_position > $3 ORDER BY global_position LIMIT $4"
     ))
+    // Planned for its parameters every time (see UNPREPARED).
+    .persistent(false)
     .bind(<User as cqrs_es::Aggregate>::TYPE)
     .bind(pk.to_string())
     .bind(after)

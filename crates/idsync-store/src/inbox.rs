@@ -146,7 +146,9 @@ pub async fn insert_many(pool: &PgPool, items: Vec<NewItem>) -> Result<Vec<Inser
     insert_many_with(&mut conn, items).await
 }
 
-async fn insert_many_with(
+/// Like [`insert_many`], on a connection the caller acquired (intake acquires with a
+/// shorter timeout than the pool's, so a database outage is answered quickly).
+pub async fn insert_many_with(
     conn: &mut sqlx::PgConnection,
     items: Vec<NewItem>,
 ) -> Result<Vec<Inserted>, StoreError> {
@@ -288,6 +290,12 @@ pub async fn claim(
           WHERE w.id = candidate.id
          RETURNING w.id, w.event_id, w.action, w.user_pk, w.group_pk, w.received_at, w.attempts",
     )
+    // Not a cached prepared statement: after a few runs Postgres may switch a prepared
+    // statement to a generic plan, and for this query (with `now()` and the NOT EXISTS
+    // per subject) the generic plan chosen after a database restart, on fresh
+    // statistics, took ~100 s per call. An unnamed statement is planned for its actual
+    // parameters every time, which costs far less than one bad plan.
+    .persistent(false)
     .bind(worker)
     .bind(lease.as_secs_f64())
     .bind(limit)

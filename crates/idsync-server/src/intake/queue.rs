@@ -8,6 +8,7 @@
 //! and nothing waits for company.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use idsync_store::inbox::{self, Inserted, NewItem};
 use sqlx::PgPool;
@@ -18,6 +19,11 @@ use tokio_util::task::TaskTracker;
 const MAX_BATCH: usize = 512;
 /// Requests waiting for a writer before senders are made to wait (back-pressure).
 const QUEUE_CAPACITY: usize = 8192;
+/// How long a writer waits for a database connection before answering its batch 503.
+/// Shorter than the pool's own timeout: during an outage a request waits at most for
+/// the batch in flight and its own (about twice this), and Authentik retries a 503 far
+/// sooner than a hung request times out on its side.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub enum IntakeError {
@@ -85,7 +91,7 @@ async fn write_batches(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
         };
         let (items, replies): (Vec<NewItem>, Vec<_>) =
             batch.into_iter().map(|p| (p.item, p.reply)).unzip();
-        match inbox::insert_many(&pool, items).await {
+        match write(&pool, items).await {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
@@ -97,15 +103,46 @@ async fn write_batches(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
                     tracing::error!(error = %err, rows = replies.len(), "could not store webhooks");
                 }
                 let text = err.to_string();
-                for reply in replies {
-                    let error = if unavailable {
+                let error = || {
+                    if unavailable {
                         IntakeError::Unavailable(text.clone())
                     } else {
                         IntakeError::Failed(text.clone())
-                    };
-                    let _ = reply.send(Err(error));
+                    }
+                };
+                for reply in replies {
+                    let _ = reply.send(Err(error()));
+                }
+                if unavailable {
+                    // Everything queued meanwhile would only wait for the same timeout
+                    // batch after batch: answer it 503 now (the senders retry). Later
+                    // arrivals get a fresh attempt.
+                    let mut rx = rx.lock().await;
+                    let mut refused = 0;
+                    while let Ok(pending) = rx.try_recv() {
+                        let _ = pending.reply.send(Err(error()));
+                        refused += 1;
+                    }
+                    if refused > 0 {
+                        tracing::debug!(
+                            refused,
+                            "database unavailable: queued webhooks answered 503"
+                        );
+                    }
                 }
             }
         }
     }
+}
+
+/// One batch on a connection acquired within [`ACQUIRE_TIMEOUT`].
+async fn write(
+    pool: &PgPool,
+    items: Vec<NewItem>,
+) -> Result<Vec<Inserted>, idsync_store::StoreError> {
+    let mut conn = match tokio::time::timeout(ACQUIRE_TIMEOUT, pool.acquire()).await {
+        Ok(conn) => conn?,
+        Err(_) => return Err(sqlx::Error::PoolTimedOut.into()),
+    };
+    inbox::insert_many_with(&mut conn, items).await
 }

@@ -43,7 +43,7 @@ impl Syncer {
         // (members, current name); a deleted group has neither.
         let (members, name) = match fetched {
             Ok(group) => {
-                self.readiness.clear("authentik");
+                self.readiness.clear_warning("authentik");
                 if let Err(e) =
                     idsync_store::groups::remember(&self.pool, &[(uuid, &group.name)]).await
                 {
@@ -52,7 +52,7 @@ impl Syncer {
                 (group.users, Some(group.name))
             }
             Err(ClientError::NotFound) => {
-                self.readiness.clear("authentik");
+                self.readiness.clear_warning("authentik");
                 if old_names.is_empty() {
                     // Never seen: none of the users idsync knows carries it by a name it
                     // could find. Reconcile compares every user anyway.

@@ -277,6 +277,37 @@ async fn database_down_answers_503_so_authentik_retries(pool: PgPool) {
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"], "unavailable");
 
+    // A steady stream meanwhile (Authentik sends on): every answer is a 503, and a fast
+    // one. Queued requests must not wait for one failed batch after another.
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = tokio::time::Instant::now();
+    for n in 0..300u32 {
+        tokio::time::sleep_until(started + std::time::Duration::from_millis(20) * n).await;
+        let http = app.http.clone();
+        let url = app.url("/authentik/webhook");
+        tasks.spawn(async move {
+            let t = std::time::Instant::now();
+            let status = http
+                .post(url)
+                .bearer_auth(SECRET)
+                .json(&json!({"event_type": "model_updated", "pk": n + 1}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            (status.ok(), t.elapsed())
+        });
+    }
+    let mut slowest = std::time::Duration::ZERO;
+    while let Some(done) = tasks.join_next().await {
+        let (status, took) = done.expect("task");
+        assert_eq!(status, Some(503));
+        slowest = slowest.max(took);
+    }
+    assert!(
+        slowest < std::time::Duration::from_secs(5),
+        "a 503 took {slowest:?} while the database was unreachable"
+    );
+
     sqlx::query(&format!(
         r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS true"#
     ))

@@ -9,6 +9,7 @@ mod freshness;
 mod groups;
 mod health;
 mod helpers;
+mod hostile;
 mod intake;
 mod migrate;
 mod projections;

@@ -22,6 +22,7 @@
 //! [`fixtures::user`]) answers 200 with the full user; `DELETE /_stub/users/{pk}` 204.
 //!
 //! Knobs, applied in this order before routing: [`set_delay`](AuthentikStub::set_delay),
+//! [`set_slow_ratio`](AuthentikStub::set_slow_ratio),
 //! [`set_fail_ratio`](AuthentikStub::set_fail_ratio) (with
 //! [`set_hang`](AuthentikStub::set_hang)), [`set_rate_limited`](AuthentikStub::set_rate_limited),
 //! [`set_canned_response`](AuthentikStub::set_canned_response),
@@ -204,6 +205,9 @@ struct StubState {
     list_requests: u64,
     fail_ratio: f64,
     fault_counter: u64,
+    /// That fraction of requests waits `slow.1` first (a slow upstream, not a failing one).
+    slow: (f64, Duration),
+    slow_counter: u64,
     hang: Duration,
     delay: Duration,
     forbidden: bool,
@@ -244,6 +248,8 @@ impl AuthentikStub {
                 list_requests: 0,
                 fail_ratio: 0.0,
                 fault_counter: 0,
+                slow: (0.0, Duration::ZERO),
+                slow_counter: 0,
                 hang: Duration::ZERO,
                 delay: Duration::ZERO,
                 forbidden: false,
@@ -448,6 +454,21 @@ impl AuthentikStub {
         state.fault_counter = 0;
     }
 
+    /// That fraction (0.0–1.0) of the requests from now on waits `delay` before it is
+    /// handled (and may then fail too, per [`set_fail_ratio`](Self::set_fail_ratio)):
+    /// evenly spread and deterministic, counted apart from the failures, so with 0.3
+    /// failing and 0.05 slow some slow requests fail and most succeed.
+    pub fn set_slow_ratio(&self, ratio: f64, delay: Duration) {
+        let mut state = self.shared.lock();
+        let ratio = if ratio.is_nan() {
+            0.0
+        } else {
+            ratio.clamp(0.0, 1.0)
+        };
+        state.slow = (ratio, delay);
+        state.slow_counter = 0;
+    }
+
     /// How long a failing request hangs before its 500 (zero: answers at once). Make it
     /// longer than the client's timeout to simulate a hung server.
     pub fn set_hang(&self, hang: Duration) {
@@ -526,8 +547,14 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         state.fault_counter += 1;
         let ratio = state.fail_ratio;
         let fail = ((n + 1) as f64 * ratio).floor() > (n as f64 * ratio).floor();
+        let m = state.slow_counter;
+        state.slow_counter += 1;
+        let (slow_ratio, slow_delay) = state.slow;
+        // Offset by half a period so slow and failing requests do not always coincide.
+        let slow =
+            ((m as f64 + 1.5) * slow_ratio).floor() > ((m as f64 + 0.5) * slow_ratio).floor();
         (
-            state.delay,
+            state.delay + if slow { slow_delay } else { Duration::ZERO },
             fail,
             state.hang,
             state.rate_limited,

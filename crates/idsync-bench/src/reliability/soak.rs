@@ -1,0 +1,278 @@
+//! Soak: mixed load for a while on one replica (webhooks, SSE readers, API requests with
+//! tokens). No error answer may occur, RSS after warm-up must grow less than 10 %, and
+//! the p99 of each kind is reported.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use idsync_testkit::authentik::{AuthentikStub, fixtures};
+use idsync_testkit::oidc::{TestIssuer, TokenSpec};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use super::chaos::settle;
+use super::cluster::{PgCluster, Replica, rss_kb, wait_ready};
+use super::{Row, SECRET, TOKEN};
+use crate::support::{BoxError, ms, quantile};
+
+pub(super) struct Params {
+    pub duration: Duration,
+    pub webhook_rate: u64,
+    pub api_rate: u64,
+    pub readers: usize,
+}
+
+#[derive(Default)]
+struct Kind {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    /// Not sent: the client's own in-flight bound was full (the server fell behind).
+    skipped: AtomicU64,
+    latencies: std::sync::Mutex<Vec<Duration>>,
+}
+
+impl Kind {
+    fn record(&self, ok: bool, took: Duration) {
+        if ok {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut l) = self.latencies.lock() {
+                l.push(took);
+            }
+        } else {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn p99(&self) -> Duration {
+        let mut l = self.latencies.lock().map(|l| l.clone()).unwrap_or_default();
+        l.sort_unstable();
+        quantile(&l, 0.99)
+    }
+}
+
+pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
+    let cluster = PgCluster::create().await?;
+    let database_url = cluster.url("idsync");
+    let stub = AuthentikStub::start(TOKEN).await;
+    let users = 2_000i64;
+    stub.upsert_many((1..=users).map(|pk| fixtures::user(pk).json()));
+    let issuer = TestIssuer::start().await;
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("IDSYNC_WEBHOOK_SECRET", SECRET),
+        ("IDSYNC_AUTHENTIK_URL", stub.url().as_str()),
+        ("IDSYNC_AUTHENTIK_TOKEN", TOKEN),
+        ("IDSYNC_OIDC_ISSUER", issuer.issuer().as_str()),
+        ("IDSYNC_OIDC_AUDIENCE", issuer.client_id().as_str()),
+        ("IDSYNC_RECONCILE_INTERVAL", "0"),
+        ("IDSYNC_RECONCILE_START_DELAY", "1h"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(512)
+        .build()?;
+    let replica = Replica::start(&env).await?;
+    wait_ready(&http, &replica, Duration::from_secs(60)).await?;
+    let pid = replica.pid().ok_or("no pid")?;
+    let admin = issuer.token(
+        &TokenSpec::new()
+            .sub("1")
+            .groups(["authentik Admins"])
+            .exp_in(7200),
+    );
+    let user_tokens: Arc<Vec<String>> = Arc::new(
+        (1..=50)
+            .map(|pk| issuer.token(&TokenSpec::new().sub(pk.to_string()).exp_in(7200)))
+            .collect(),
+    );
+
+    let webhooks = Arc::new(Kind::default());
+    let api = Arc::new(Kind::default());
+    let sse_events = Arc::new(AtomicU64::new(0));
+    let sse_errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + params.duration;
+
+    // SSE readers: lean, count what arrives.
+    let mut readers = Vec::new();
+    for _ in 0..params.readers {
+        let addr = replica.addr;
+        let admin = admin.clone();
+        let events = sse_events.clone();
+        let errors = sse_errors.clone();
+        readers.push(tokio::spawn(async move {
+            let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let request = format!(
+                "GET /api/events/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin}\r\n\r\n"
+            );
+            if tcp.write_all(request.as_bytes()).await.is_err() {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let mut buf = vec![0u8; 32 * 1024];
+            let mut first = true;
+            loop {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, tcp.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        if first {
+                            first = false;
+                            if !buf[..n].starts_with(b"HTTP/1.1 200") {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                        let ids = buf[..n].windows(4).filter(|w| w == b"id: ").count();
+                        events.fetch_add(ids as u64, Ordering::Relaxed);
+                    }
+                    Ok(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    // RSS every 5 s.
+    let rss = {
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while Instant::now() < deadline {
+                samples.push(rss_kb(pid));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            samples.push(rss_kb(pid));
+            samples
+        })
+    };
+
+    // Webhooks and API requests, open loop, each kind bounded in flight.
+    let webhook_gate = Arc::new(Semaphore::new(512));
+    let api_gate = Arc::new(Semaphore::new(512));
+    let started = Instant::now();
+    let total_rate = params.webhook_rate + params.api_rate;
+    let tick = Duration::from_secs_f64(1.0 / total_rate as f64);
+    let mut n = 0u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    while Instant::now() < deadline {
+        tokio::time::sleep_until((started + tick * n as u32).into()).await;
+        n += 1;
+        let is_webhook = n % total_rate < params.webhook_rate;
+        let http = http.clone();
+        if is_webhook {
+            let Ok(permit) = webhook_gate.clone().try_acquire_owned() else {
+                webhooks.skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let url = replica.url("/authentik/webhook");
+            let kind = webhooks.clone();
+            let pk = (n as i64 % users) + 1;
+            tasks.spawn(async move {
+                let _permit = permit;
+                let body = json!({
+                    "event_id": uuid::Uuid::new_v4().to_string(), "action": "model_updated",
+                    "model_app": "authentik_core", "model_name": "user", "model_pk": pk,
+                })
+                .to_string();
+                let t = Instant::now();
+                let status = http
+                    .post(url)
+                    .bearer_auth(SECRET)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16());
+                kind.record(matches!(status, Ok(200 | 202)), t.elapsed());
+            });
+        } else {
+            let Ok(permit) = api_gate.clone().try_acquire_owned() else {
+                api.skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let pk = (n % 50) + 1;
+            let (path, token) = match n % 3 {
+                0 => ("/api/me".to_owned(), user_tokens[(pk - 1) as usize].clone()),
+                1 => (format!("/api/users/{pk}"), admin.clone()),
+                _ => ("/api/users?limit=20".to_owned(), admin.clone()),
+            };
+            let url = replica.url(&path);
+            let kind = api.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                let t = Instant::now();
+                let status = http
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16());
+                // 404: /api/me or a user not synced yet at the very start.
+                kind.record(matches!(status, Ok(200 | 404)), t.elapsed());
+            });
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    for r in readers {
+        let _ = r.await;
+    }
+    let rss = rss.await.unwrap_or_default();
+    let pool = sqlx::PgPool::connect(&database_url).await?;
+    let settled = settle(&pool, Duration::from_secs(60)).await?;
+    pool.close().await;
+    replica.stop().await;
+    drop(cluster);
+
+    // Warm-up: the first fifth of the run.
+    let warm = rss.len() / 5;
+    let after_warmup = rss.get(warm.max(1)).copied().unwrap_or(0);
+    let last = rss.last().copied().unwrap_or(0);
+    let growth = if after_warmup > 0 {
+        (last as f64 - after_warmup as f64) / after_warmup as f64 * 100.0
+    } else {
+        0.0
+    };
+    let errors = webhooks.errors.load(Ordering::Relaxed)
+        + api.errors.load(Ordering::Relaxed)
+        + sse_errors.load(Ordering::Relaxed);
+    let passed = errors == 0 && growth < 10.0 && settled;
+    let secs = elapsed.as_secs_f64();
+    Ok(Row {
+        scenario: "soak".into(),
+        load: format!(
+            "{:.0} s: webhooks {:.0}/s (offered {}), API {:.0}/s (offered {}), {} SSE readers",
+            secs,
+            webhooks.ok.load(Ordering::Relaxed) as f64 / secs,
+            params.webhook_rate,
+            api.ok.load(Ordering::Relaxed) as f64 / secs,
+            params.api_rate,
+            params.readers
+        ),
+        faults: "none (load only)".into(),
+        lost: 0,
+        duplicated: 0,
+        other: format!(
+            "{errors} error answers; p99 webhook {}, API {}; {} SSE events delivered; not sent (client bound full): {} webhooks, {} API; RSS {} KiB after warm-up → {} KiB at the end ({growth:+.1} %)",
+            ms(webhooks.p99()),
+            ms(api.p99()),
+            sse_events.load(Ordering::Relaxed),
+            webhooks.skipped.load(Ordering::Relaxed),
+            api.skipped.load(Ordering::Relaxed),
+            after_warmup,
+            last
+        ),
+        passed,
+    })
+}
