@@ -18,6 +18,42 @@ use crate::auth::{self, Caller, Via, tickets};
 use crate::http::AppState;
 use crate::metrics::{FEED_EVENTS_DELIVERED, SSE_STREAMS_OPEN};
 
+/// One event of the stream, as the OpenAPI document describes it (and API tools check
+/// each event against): a feed item, or the `token_expired` notice that ends the stream.
+pub struct SseEvent;
+
+impl utoipa::PartialSchema for SseEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::intake::schema::raw(serde_json::json!({
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["id", "event", "data"],
+                    "properties": {
+                        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the position"},
+                        "event": {"enum": ["UserRegistered", "UserUpdated", "UserDeleted"]},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": "#/components/schemas/FeedItem"},
+                        },
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"const": "token_expired"},
+                        "data": {"type": "string"},
+                    },
+                },
+            ],
+        }))
+    }
+}
+
+impl utoipa::ToSchema for SseEvent {}
+
 /// How long a browser waits before reconnecting.
 const RETRY: Duration = Duration::from_secs(3);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -27,6 +63,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub struct StreamParams {
     /// Start after this position (exclusive; 0 = from the beginning). `Last-Event-ID`
     /// wins when both are present. Neither: only new events.
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// A single-use ticket from `POST /api/stream-tickets`, for clients that cannot send
     /// headers (a browser `EventSource`).
@@ -35,9 +72,9 @@ pub struct StreamParams {
 
 /// The live event feed.
 #[utoipa::path(get, path = "/api/events/stream", tag = "feeds", security(("bearer" = [])), params(StreamParams,
-        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this position")),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "resume after this position (wins over `after`)")),
     responses(
-        (status = 200, description = "text/event-stream: `id:` position, `event:` type, `data:` the feed item", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream: `id:` position, `event:` type, `data:` the feed item; `event: token_expired` last when the caller's token expires", content_type = "text/event-stream", body = SseEvent),
         (status = 400, description = "invalid `after` or `Last-Event-ID`", body = crate::api::ErrorBody),
         (status = 401, description = "missing or invalid token or ticket", body = crate::api::ErrorBody),
         (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = crate::api::ErrorBody),
@@ -182,6 +219,10 @@ async fn identify(
 }
 
 fn start_of(headers: &HeaderMap, after: Option<i64>) -> Result<Start, ApiError> {
+    // Checked even when Last-Event-ID wins: a bad parameter is refused, not ignored.
+    if after.is_some_and(|a| a < 0) {
+        return Err(ApiError::InvalidRequest("after must be >= 0".to_owned()));
+    }
     let last_event_id = match headers.get("last-event-id") {
         None => None,
         Some(v) => Some(
@@ -198,8 +239,7 @@ fn start_of(headers: &HeaderMap, after: Option<i64>) -> Result<Start, ApiError> 
     };
     match (last_event_id, after) {
         (Some(p), _) => Ok(Start::After(p)),
-        (None, Some(a)) if a >= 0 => Ok(Start::After(a)),
-        (None, Some(_)) => Err(ApiError::InvalidRequest("after must be >= 0".to_owned())),
+        (None, Some(a)) => Ok(Start::After(a)),
         (None, None) => Ok(Start::Now),
     }
 }

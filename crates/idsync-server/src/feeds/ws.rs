@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
@@ -17,6 +19,7 @@ use utoipa::IntoParams;
 use super::identity::{self, Identity};
 use super::sse::OpenGauge;
 use super::{Filter, Start, Subscription};
+use crate::ApiError;
 use crate::http::AppState;
 use crate::metrics::{FEED_EVENTS_DELIVERED, WS_CONNECTIONS_OPEN};
 
@@ -32,18 +35,28 @@ pub struct WsParams {
 
 /// The WebSocket feed (docs/contract.md has its messages).
 #[utoipa::path(get, path = "/ws", tag = "feeds", params(WsParams),
-    responses((status = 101, description = "switching protocols; then JSON frames: hello, pong, echo, event, error")))]
+    responses(
+        (status = 101, description = "switching protocols; then JSON frames: hello, pong, echo, event, error"),
+        (status = 400, description = "not a WebSocket handshake (`Connection: upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and `Sec-WebSocket-Key` are needed), or a malformed query", body = crate::api::ErrorBody),
+    ))]
 pub async fn upgrade(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(params): Query<WsParams>,
-) -> Response {
+    query: Result<Query<WsParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    // A plain GET (no upgrade) or a malformed query gets the contract's JSON error rather
+    // than axum's plain-text rejection.
+    let ws = ws.map_err(|e| {
+        ApiError::InvalidRequest(format!("not a WebSocket handshake: {}", e.body_text()))
+    })?;
+    let Query(params) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let identity = identity::identify(&state, peer.ip(), &headers, params.ticket.as_deref()).await;
-    ws.max_message_size(MAX_MESSAGE)
+    Ok(ws
+        .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| session(socket, state, identity))
+        .on_upgrade(move |socket| session(socket, state, identity)))
 }
 
 async fn session(mut socket: WebSocket, state: AppState, identity: Identity) {

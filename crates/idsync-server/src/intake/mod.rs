@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 mod queue;
 mod rejections;
+pub(crate) mod schema;
 
 pub use queue::{IntakeError, IntakeQueue};
 pub use rejections::Rejections;
@@ -31,18 +32,18 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// `Authorization: Bearer <IDSYNC_WEBHOOK_SECRET>`.
 #[utoipa::path(post, path = "/authentik/webhook", tag = "intake",
     security(("webhook_secret" = [])),
-    request_body(content = Object, content_type = "application/json",
+    request_body(content = schema::WebhookBody, content_type = "application/json",
         description = "`{\"event_type\", \"pk\"}`, idsync's mapping `{\"event_id\", \"action\", \"model_app\", \"model_name\", \"model_pk\", ...}`, or Authentik's default `{\"body\": \"model_created: {...}\", ...}`"),
     responses(
-        (status = 202, description = "stored (`accepted`), or valid but not a user event (`ignored`)", body = Object,
-         example = json!({"status": "accepted", "inbox_id": "01a2..."})),
-        (status = 200, description = "a re-delivery of an event_id seen before", body = Object,
-         example = json!({"status": "duplicate", "inbox_id": "01a2..."})),
-        (status = 400, description = "malformed body", body = crate::api::ErrorBody),
+        (status = 202, description = "stored (`accepted`), or valid but not a user or group lifecycle event (`ignored`)", body = schema::WebhookAccepted,
+         example = json!({"status": "accepted", "inbox_id": "0192f3a4-5b6c-7d8e-9f0a-1b2c3d4e5f60"})),
+        (status = 200, description = "a re-delivery of an event_id seen before", body = schema::WebhookDuplicate,
+         example = json!({"status": "duplicate", "inbox_id": "0192f3a4-5b6c-7d8e-9f0a-1b2c3d4e5f60"})),
+        (status = 400, description = "malformed JSON, or not one of the accepted bodies (missing or bad pk, unknown action)", body = crate::api::ErrorBody),
         (status = 401, description = "wrong or missing secret", body = crate::api::ErrorBody),
         (status = 413, description = "larger than 64 KiB", body = crate::api::ErrorBody),
         (status = 415, description = "not application/json", body = crate::api::ErrorBody),
-        (status = 503, description = "database unavailable; Authentik retries", body = crate::api::ErrorBody),
+        (status = 503, description = "database unavailable, or the process still starting; Authentik retries", body = crate::api::ErrorBody),
     ))]
 pub async fn receive(
     State(state): State<AppState>,
