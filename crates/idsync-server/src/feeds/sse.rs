@@ -259,3 +259,64 @@ impl Drop for OpenGauge {
         metrics::gauge!(self.0).decrement(1.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn with_last_event_id(value: &[u8]) -> Option<HeaderMap> {
+        let mut headers = HeaderMap::new();
+        headers.insert("last-event-id", HeaderValue::from_bytes(value).ok()?);
+        Some(headers)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any header bytes a client can send and any `after`: an answer, never a panic,
+        /// and an error exactly when one of them is not a position.
+        #[test]
+        fn any_resume_point_is_answered(
+            bytes in prop::collection::vec(any::<u8>(), 0..32),
+            after in proptest::option::of(any::<i64>()),
+        ) {
+            let Some(headers) = with_last_event_id(&bytes) else {
+                return Ok(()); // not a header value hyper would hand us
+            };
+            let header_ok = std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .is_some_and(|p| p >= 0);
+            let after_ok = after.is_none_or(|a| a >= 0);
+            prop_assert_eq!(start_of(&headers, after).is_ok(), header_ok && after_ok);
+        }
+
+        /// A position (as `id:` lines carry them, maybe padded) resumes right after it,
+        /// and wins over `after`.
+        #[test]
+        fn positions_round_trip(
+            position in 0..=i64::MAX,
+            pad in "[ \t]{0,2}",
+            after in proptest::option::of(0..=i64::MAX),
+        ) {
+            let headers = with_last_event_id(format!("{pad}{position}{pad}").as_bytes()).expect("header");
+            prop_assert_eq!(start_of(&headers, after).ok(), Some(Start::After(position)));
+            prop_assert_eq!(start_of(&HeaderMap::new(), Some(position)).ok(), Some(Start::After(position)));
+        }
+
+        #[test]
+        fn negative_positions_are_refused(position in i64::MIN..0, other in 0..=i64::MAX) {
+            let headers = with_last_event_id(position.to_string().as_bytes()).expect("header");
+            prop_assert!(start_of(&headers, None).is_err());
+            prop_assert!(start_of(&headers, Some(other)).is_err());
+            let valid = with_last_event_id(other.to_string().as_bytes()).expect("header");
+            prop_assert!(start_of(&valid, Some(position)).is_err());
+        }
+    }
+
+    #[test]
+    fn neither_means_from_now() {
+        assert_eq!(start_of(&HeaderMap::new(), None).ok(), Some(Start::Now));
+    }
+}
