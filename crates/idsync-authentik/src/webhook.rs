@@ -182,7 +182,9 @@ fn subject_of(model: Model, pk: Option<&Value>, field: &str) -> Result<Subject, 
 fn positive_pk(value: Option<&Value>, field: &str) -> Result<i64, InvalidPayload> {
     match value {
         None | Some(Value::Null) => Err(invalid(format!("{field} is missing"))),
-        Some(Value::Number(n)) => match n.as_i64() {
+        // `7.0` is the integer 7 to JSON (and to JSON Schema's "integer"); only a
+        // fraction, or a value past the 64-bit range, is not a pk.
+        Some(Value::Number(n)) => match n.as_i64().or_else(|| integral(n.as_f64()?)) {
             Some(pk) if pk > 0 => Ok(pk),
             _ => Err(invalid(format!(
                 "{field} must be a positive integer, got {n}"
@@ -193,6 +195,13 @@ fn positive_pk(value: Option<&Value>, field: &str) -> Result<i64, InvalidPayload
             kind(other)
         ))),
     }
+}
+
+/// `f` as an `i64` when it is a whole number within range.
+fn integral(f: f64) -> Option<i64> {
+    // 2^63 is exactly representable; every finite f64 below it casts without saturating.
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+    (f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&f)).then_some(f as i64)
 }
 
 fn required_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, InvalidPayload> {
@@ -266,7 +275,12 @@ fn canonical_event_id(raw: &str) -> Result<String, InvalidPayload> {
     if raw.is_empty() {
         return Err(invalid("event_id is empty"));
     }
-    if raw.len() > MAX_EVENT_ID_LEN {
+    // Stored as PostgreSQL text, which cannot hold NUL.
+    if raw.contains('\0') {
+        return Err(invalid("event_id must not contain NUL characters"));
+    }
+    // Characters, as the message (and the OpenAPI document's maxLength) say, not bytes.
+    if raw.chars().count() > MAX_EVENT_ID_LEN {
         return Err(invalid(format!(
             "event_id is longer than {MAX_EVENT_ID_LEN} characters"
         )));
@@ -572,6 +586,11 @@ mod tests {
             parse_json(json!({"event_type": "model_deleted", "pk": 12})),
             Ok(user(Action::Deleted, 12, None, Format::DotnetSample))
         );
+        // A whole number written with a fraction is still that integer (JSON Schema agrees).
+        assert_eq!(
+            parse_json(json!({"event_type": "model_created", "pk": 7.0})),
+            Ok(user(Action::Created, 7, None, Format::DotnetSample))
+        );
     }
 
     #[test]
@@ -583,6 +602,7 @@ mod tests {
         assert!(parse_json(json!({"event_type": "model_created", "pk": -3})).is_err());
         assert!(parse_json(json!({"event_type": "model_created", "pk": "7"})).is_err());
         assert!(parse_json(json!({"event_type": "model_created", "pk": 1.5})).is_err());
+        assert!(parse_json(json!({"event_type": "model_created", "pk": 1e19})).is_err());
         assert!(parse_json(json!({"event_type": "login", "pk": 1})).is_err());
     }
 

@@ -785,4 +785,97 @@ mod tests {
             .expect("RS256 verification works");
         assert_eq!(data.claims["sub"], "7");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// What RFC 8725 lets an issuer sign access tokens with (asymmetric only).
+        const ASYMMETRIC: [&str; 9] = [
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+        ];
+
+        fn any_json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::Bool),
+                any::<i64>().prop_map(|n| serde_json::json!(n)),
+                ".{0,12}".prop_map(serde_json::Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                    prop::collection::btree_map(".{0,8}", inner, 0..4)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Whatever arrives as a bearer token: an error or a header, never a panic.
+            #[test]
+            fn any_text_is_answered(token in ".{0,300}") {
+                let _ = parse_header(&token);
+            }
+
+            /// Three parts whose first is base64url of anything at all.
+            #[test]
+            fn any_encoded_header_is_answered(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+                let _ = parse_header(&format!("{}.e30.sig", URL_SAFE_NO_PAD.encode(&bytes)));
+            }
+
+            /// Header objects holding anything in the fields that matter.
+            #[test]
+            fn any_header_object_is_answered(
+                fields in prop::collection::btree_map(
+                    prop_oneof![
+                        Just("alg".to_owned()), Just("kid".to_owned()), Just("typ".to_owned()),
+                        Just("crit".to_owned()), "[a-z]{1,4}".prop_map(|k| k),
+                    ],
+                    any_json(), 0..5),
+            ) {
+                let header: serde_json::Map<String, serde_json::Value> =
+                    fields.into_iter().collect();
+                let _ = parse_header(&format!("{}.e30.sig", b64(&serde_json::Value::Object(header).to_string())));
+            }
+
+            /// Headers an issuer writes are read back: the alg and the kid as written.
+            #[test]
+            fn issuer_headers_are_read(
+                alg in prop::sample::select(ASYMMETRIC.to_vec()),
+                kid in proptest::option::of(".{0,40}"),
+                typ in proptest::option::of(prop::sample::select(vec!["JWT", "jwt", "at+jwt", "application/at+jwt", "AT+JWT"])),
+                extra in prop::collection::btree_map("x[a-z]{0,6}", any_json(), 0..3),
+            ) {
+                let mut header: serde_json::Map<String, serde_json::Value> = extra.into_iter().collect();
+                header.insert("alg".into(), serde_json::json!(alg));
+                if let Some(kid) = &kid {
+                    header.insert("kid".into(), serde_json::json!(kid));
+                }
+                if let Some(typ) = typ {
+                    header.insert("typ".into(), serde_json::json!(typ));
+                }
+                let token = format!("{}.e30.sig", b64(&serde_json::Value::Object(header).to_string()));
+                let parsed = parse_header(&token).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(parsed.alg, Algorithm::from_str(alg).expect("a known alg"));
+                prop_assert_eq!(parsed.kid, kid);
+            }
+
+            /// `none` (any case) and HMAC are refused whatever else the header says.
+            #[test]
+            fn none_and_hmac_are_always_refused(
+                alg in prop_oneof![
+                    "[nN][oO][nN][eE]",
+                    prop::sample::select(vec!["HS256".to_owned(), "HS384".to_owned(), "HS512".to_owned()]),
+                ],
+                kid in proptest::option::of(".{0,12}"),
+            ) {
+                let header = serde_json::json!({"alg": alg, "kid": kid, "typ": "JWT"});
+                let token = format!("{}.e30.sig", b64(&header.to_string()));
+                prop_assert!(parse_header(&token).is_err());
+            }
+        }
+    }
 }

@@ -1,9 +1,9 @@
 //! The JWT-protected API over the read model and the event log.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
 use std::sync::Arc;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRef, Path, Query, State};
 use idsync_store::feed::{self, FeedItem};
 use idsync_store::projections::users::{self, UserRow};
@@ -54,8 +54,10 @@ const MAX_LIMIT: i64 = 1000;
 #[into_params(parameter_in = Query)]
 pub(crate) struct PageParams {
     /// Return items after this pk/position (exclusive). Default 0: from the start.
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// At most this many items, 1..=1000. Default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -110,11 +112,14 @@ const MAX_QUERY_LEN: usize = 100;
 #[into_params(parameter_in = Query)]
 pub(crate) struct UsersQuery {
     /// Return users with a pk greater than this. Default 0: from the start.
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// At most this many users, 1..=1000. Default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// Only users whose username, email or name starts with this (case-insensitive), at
-    /// most 100 characters.
+    /// most 100 characters, no NUL. Empty: no filter.
+    #[param(max_length = 100, pattern = "^[^\\u0000]*$")]
     q: Option<String>,
     /// Only users of this type.
     #[serde(rename = "type")]
@@ -286,6 +291,12 @@ async fn list_users(
             "q must be at most {MAX_QUERY_LEN} characters"
         )));
     }
+    // PostgreSQL's text cannot hold NUL: refused here rather than failing the query (500).
+    if prefix.as_ref().is_some_and(|q| q.contains('\0')) {
+        return Err(ApiError::InvalidRequest(
+            "q must not contain NUL characters".to_owned(),
+        ));
+    }
     let filter = users::UserFilter {
         prefix,
         user_type: query.user_type.map(|t| t.as_str().to_owned()),
@@ -331,14 +342,17 @@ async fn list_users(
 #[utoipa::path(get, path = "/api/users/{pk}", tag = "users", security(("bearer" = [])),
     params(("pk" = i64, Path, description = "Authentik's user pk")),
     responses(
-        (status = 200, description = "OK", body = UserRow), (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
+        (status = 200, description = "OK", body = UserRow),
+        (status = 400, description = "`pk` is not an integer (or out of the 64-bit range)", body = ErrorBody),
+        (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
         (status = 403, description = "not allowed for this caller (insufficient_scope)", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
     ))]
 async fn get_user(
     State(state): State<ApiState>,
     AuthUser(caller): AuthUser,
-    Path(pk): Path<i64>,
+    pk: Result<Path<i64>, PathRejection>,
 ) -> Result<JsonBody, ApiError> {
+    let pk = pk_of(pk)?;
     caller.require_read(pk)?;
     user_json(&state, pk)
         .await?
@@ -347,21 +361,33 @@ async fn get_user(
 
 /// One user's events, oldest first (admins, or the user themself).
 #[utoipa::path(get, path = "/api/users/{pk}/events", tag = "events", security(("bearer" = [])),
-    params(("pk" = i64, Path, description = "Authentik's user pk"), PageParams),
+    params(("pk" = i64, Path, description = "Authentik's user pk (any integer: a pk no user has has no events)"), PageParams),
     responses(
-        (status = 200, description = "OK", body = EventsPage), (status = 400, description = "invalid paging parameters", body = ErrorBody), (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
+        (status = 200, description = "OK", body = EventsPage), (status = 400, description = "`pk` is not an integer, or invalid paging parameters", body = ErrorBody), (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
         (status = 403, description = "not allowed for this caller (insufficient_scope)", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),
     ))]
 async fn user_events(
     State(state): State<ApiState>,
     AuthUser(caller): AuthUser,
-    Path(pk): Path<i64>,
+    pk: Result<Path<i64>, PathRejection>,
     query: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Json<EventsPage>, ApiError> {
+    let pk = pk_of(pk)?;
     caller.require_read(pk)?;
     let (after, limit) = PageParams::parse(query)?;
     let events = feed::read_user_after(&state.pool, pk, after, limit).await?;
     Ok(Json(events_page(events, limit)))
+}
+
+/// `{pk}`: anything but an integer (`abc`, a number past the 64-bit range) gets the
+/// contract's JSON error, not axum's plain-text rejection.
+fn pk_of(path: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
+    path.map(|Path(pk)| pk).map_err(|e| {
+        ApiError::InvalidRequest(format!(
+            "pk must be a user's pk (an integer): {}",
+            e.body_text()
+        ))
+    })
 }
 
 /// The global event log, by position (admins only).

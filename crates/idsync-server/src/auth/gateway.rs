@@ -127,4 +127,87 @@ mod tests {
         assert!(decode_userinfo(&STANDARD.encode("not json")).is_none());
         assert!(gateway_claims(&serde_json::Map::new()).is_none());
     }
+
+    mod props {
+        use super::*;
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                ".{0,12}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(".{0,8}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Whatever a gateway sends: an answer, never a panic.
+            #[test]
+            fn any_header_text_is_answered(raw in ".{0,200}") {
+                if let Some(info) = decode_userinfo(&raw) {
+                    let _ = gateway_claims(&info);
+                }
+            }
+
+            /// Base64 of any bytes (not always JSON, not always UTF-8).
+            #[test]
+            fn any_base64_is_answered(bytes in prop::collection::vec(any::<u8>(), 0..200), padded in any::<bool>()) {
+                let raw = if padded { STANDARD.encode(&bytes) } else { STANDARD_NO_PAD.encode(&bytes) };
+                if let Some(info) = decode_userinfo(&raw) {
+                    let _ = gateway_claims(&info);
+                }
+            }
+
+            /// A JSON object encoded as APISIX does (padded) or unpadded comes back as it
+            /// was; any other JSON value is not userinfo.
+            #[test]
+            fn userinfo_round_trips(value in any_json(), padded in any::<bool>()) {
+                let text = value.to_string();
+                let raw = if padded { STANDARD.encode(&text) } else { STANDARD_NO_PAD.encode(&text) };
+                match value {
+                    Value::Object(map) => prop_assert_eq!(decode_userinfo(&raw), Some(map)),
+                    _ => prop_assert_eq!(decode_userinfo(&raw), None),
+                }
+            }
+
+            /// The identity is `sub`, else the username, else the email; groups are the
+            /// strings of `groups`.
+            #[test]
+            fn claims_come_from_the_userinfo(
+                sub in proptest::option::of(".{0,12}"),
+                username in proptest::option::of(".{0,12}"),
+                email in proptest::option::of(".{0,12}"),
+                groups in prop::collection::vec(any_json(), 0..4),
+            ) {
+                let mut info = serde_json::Map::new();
+                for (key, value) in [("sub", &sub), ("preferred_username", &username), ("email", &email)] {
+                    if let Some(v) = value {
+                        info.insert(key.to_owned(), json!(v));
+                    }
+                }
+                info.insert("groups".to_owned(), Value::Array(groups.clone()));
+                let decoded = decode_userinfo(&STANDARD.encode(Value::Object(info).to_string()))
+                    .expect("an object");
+                let claims = gateway_claims(&decoded);
+                let expected_sub = sub.or(username).or(email);
+                prop_assert_eq!(claims.as_ref().map(|c| c.sub.clone()), expected_sub);
+                if let Some(claims) = claims {
+                    let strings: Vec<String> = groups.iter().filter_map(Value::as_str).map(str::to_owned).collect();
+                    prop_assert_eq!(claims.groups, strings);
+                }
+            }
+        }
+    }
 }

@@ -110,7 +110,7 @@ impl Filter {
 }
 
 /// Where a subscription starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Start {
     /// Events after this position (`after=0`: from the beginning).
     After(i64),

@@ -17,6 +17,42 @@ use crate::ApiError;
 use crate::auth::{Accepts, Identifier};
 use crate::metrics::{FEED_EVENTS_DELIVERED, SSE_STREAMS_OPEN};
 
+/// One event of the stream, as the OpenAPI document describes it (and API tools check
+/// each event against): a feed item, or the `token_expired` notice that ends the stream.
+pub(crate) struct SseEvent;
+
+impl utoipa::PartialSchema for SseEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::intake::schema::raw(serde_json::json!({
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["id", "event", "data"],
+                    "properties": {
+                        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the position"},
+                        "event": {"enum": ["UserRegistered", "UserUpdated", "UserDeleted"]},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": "#/components/schemas/FeedItem"},
+                        },
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"const": "token_expired"},
+                        "data": {"type": "string"},
+                    },
+                },
+            ],
+        }))
+    }
+}
+
+impl utoipa::ToSchema for SseEvent {}
+
 /// How long a browser waits before reconnecting.
 const RETRY: Duration = Duration::from_secs(3);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -26,6 +62,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub(crate) struct StreamParams {
     /// Start after this position (exclusive; 0 = from the beginning). `Last-Event-ID`
     /// wins when both are present. Neither: only new events.
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// A single-use ticket from `POST /api/stream-tickets`, for clients that cannot send
     /// headers (a browser `EventSource`).
@@ -34,9 +71,9 @@ pub(crate) struct StreamParams {
 
 /// The live event feed.
 #[utoipa::path(get, path = "/api/events/stream", tag = "feeds", security(("bearer" = [])), params(StreamParams,
-        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this position")),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "resume after this position (wins over `after`)")),
     responses(
-        (status = 200, description = "text/event-stream: `id:` position, `event:` type, `data:` the feed item", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream: `id:` position, `event:` type, `data:` the feed item; `event: token_expired` last when the caller's token expires", content_type = "text/event-stream", body = SseEvent),
         (status = 400, description = "invalid `after` or `Last-Event-ID`", body = crate::error::ErrorBody),
         (status = 401, description = "missing or invalid token or ticket", body = crate::error::ErrorBody),
         (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = crate::error::ErrorBody),
@@ -163,6 +200,10 @@ enum End {
 const MAX_WRITE: usize = 64 * 1024;
 
 fn start_of(headers: &HeaderMap, after: Option<i64>) -> Result<Start, ApiError> {
+    // Checked even when Last-Event-ID wins: a bad parameter is refused, not ignored.
+    if after.is_some_and(|a| a < 0) {
+        return Err(ApiError::InvalidRequest("after must be >= 0".to_owned()));
+    }
     let last_event_id = match headers.get("last-event-id") {
         None => None,
         Some(v) => Some(
@@ -179,8 +220,7 @@ fn start_of(headers: &HeaderMap, after: Option<i64>) -> Result<Start, ApiError> 
     };
     match (last_event_id, after) {
         (Some(p), _) => Ok(Start::After(p)),
-        (None, Some(a)) if a >= 0 => Ok(Start::After(a)),
-        (None, Some(_)) => Err(ApiError::InvalidRequest("after must be >= 0".to_owned())),
+        (None, Some(a)) => Ok(Start::After(a)),
         (None, None) => Ok(Start::Now),
     }
 }
@@ -198,5 +238,66 @@ impl OpenGauge {
 impl Drop for OpenGauge {
     fn drop(&mut self) {
         metrics::gauge!(self.0).decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn with_last_event_id(value: &[u8]) -> Option<HeaderMap> {
+        let mut headers = HeaderMap::new();
+        headers.insert("last-event-id", HeaderValue::from_bytes(value).ok()?);
+        Some(headers)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any header bytes a client can send and any `after`: an answer, never a panic,
+        /// and an error exactly when one of them is not a position.
+        #[test]
+        fn any_resume_point_is_answered(
+            bytes in prop::collection::vec(any::<u8>(), 0..32),
+            after in proptest::option::of(any::<i64>()),
+        ) {
+            let Some(headers) = with_last_event_id(&bytes) else {
+                return Ok(()); // not a header value hyper would hand us
+            };
+            let header_ok = std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .is_some_and(|p| p >= 0);
+            let after_ok = after.is_none_or(|a| a >= 0);
+            prop_assert_eq!(start_of(&headers, after).is_ok(), header_ok && after_ok);
+        }
+
+        /// A position (as `id:` lines carry them, maybe padded) resumes right after it,
+        /// and wins over `after`.
+        #[test]
+        fn positions_round_trip(
+            position in 0..=i64::MAX,
+            pad in "[ \t]{0,2}",
+            after in proptest::option::of(0..=i64::MAX),
+        ) {
+            let headers = with_last_event_id(format!("{pad}{position}{pad}").as_bytes()).expect("header");
+            prop_assert_eq!(start_of(&headers, after).ok(), Some(Start::After(position)));
+            prop_assert_eq!(start_of(&HeaderMap::new(), Some(position)).ok(), Some(Start::After(position)));
+        }
+
+        #[test]
+        fn negative_positions_are_refused(position in i64::MIN..0, other in 0..=i64::MAX) {
+            let headers = with_last_event_id(position.to_string().as_bytes()).expect("header");
+            prop_assert!(start_of(&headers, None).is_err());
+            prop_assert!(start_of(&headers, Some(other)).is_err());
+            let valid = with_last_event_id(other.to_string().as_bytes()).expect("header");
+            prop_assert!(start_of(&valid, Some(position)).is_err());
+        }
+    }
+
+    #[test]
+    fn neither_means_from_now() {
+        assert_eq!(start_of(&HeaderMap::new(), None).ok(), Some(Start::Now));
     }
 }

@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
@@ -16,6 +18,7 @@ use utoipa::IntoParams;
 
 use super::sse::OpenGauge;
 use super::{FeedState, Filter, Start, Subscription};
+use crate::ApiError;
 use crate::auth::{Accepts, Caller, Identifier};
 use crate::metrics::{FEED_EVENTS_DELIVERED, WS_CONNECTIONS_OPEN};
 
@@ -33,15 +36,24 @@ pub(crate) struct WsParams {
 
 /// The WebSocket feed (docs/contract.md has its messages).
 #[utoipa::path(get, path = "/ws", tag = "feeds", params(WsParams),
-    responses((status = 101, description = "switching protocols; then JSON frames: hello, pong, echo, event, error")))]
+    responses(
+        (status = 101, description = "switching protocols; then JSON frames: hello, pong, echo, event, error"),
+        (status = 400, description = "not a WebSocket handshake (`Connection: upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and `Sec-WebSocket-Key` are needed), or a malformed query", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn upgrade(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<FeedState>,
     State(identifier): State<Identifier>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(params): Query<WsParams>,
-) -> Response {
+    query: Result<Query<WsParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    // A plain GET (no upgrade) or a malformed query gets the contract's JSON error rather
+    // than axum's plain-text rejection.
+    let ws = ws.map_err(|e| {
+        ApiError::InvalidRequest(format!("not a WebSocket handshake: {}", e.body_text()))
+    })?;
+    let Query(params) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     // Nothing here fails the handshake: a browser cannot see why one failed, so a
     // refused credential is reported in-protocol and the caller is anonymous.
     let identity = match identifier
@@ -62,13 +74,14 @@ pub(crate) async fn upgrade(
             problem: Some((refused.code, refused.error.to_string())),
         },
     };
-    ws.max_message_size(MAX_MESSAGE)
+    Ok(ws
+        .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
         // tungstenite's default read buffer is 128 KiB per socket, touched at the first
         // read: with thousands of idle feeds that was ~130 KiB of RSS each (the
         // reliability run's idle WebSockets). Clients send only small control messages.
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| session(socket, state, identity))
+        .on_upgrade(move |socket| session(socket, state, identity)))
 }
 
 async fn session(mut socket: WebSocket, state: FeedState, identity: Identity) {

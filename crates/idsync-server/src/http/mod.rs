@@ -21,7 +21,8 @@ use crate::{intake, metrics};
 /// Every route and its OpenAPI description come from one list, so the two cannot
 /// drift apart. `/openapi.json` and the `/docs` UI are added around it.
 pub(crate) fn router(state: AppState, cors_origins: &[String]) -> Router {
-    let (router, api) = documented_routes().split_for_parts();
+    let (router, mut api) = documented_routes().split_for_parts();
+    document_shared_answers(&mut api);
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .layer(axum::middleware::from_fn_with_state(
@@ -46,13 +47,63 @@ async fn schema_gate(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let path = request.uri().path();
-    let schema_free = matches!(path, "/livez" | "/readyz" | "/metrics" | "/openapi.json")
-        || path == "/docs"
-        || path.starts_with("/docs/");
+    let schema_free = SCHEMA_FREE.contains(&path) || path == "/docs" || path.starts_with("/docs/");
     if schema_free || readiness.is_schema_ready() {
         next.run(request).await
     } else {
         axum::response::IntoResponse::into_response(crate::ApiError::Starting)
+    }
+}
+
+/// Routes that answer before the schema is ready (with `/docs`); every other route
+/// answers `503 starting` until then.
+const SCHEMA_FREE: [&str; 4] = ["/livez", "/readyz", "/metrics", "/openapi.json"];
+
+/// Answers that do not come from a handler, added to every operation they can reach so
+/// the document lists every status a client can get: `503 starting` from
+/// [`schema_gate`] (with `Retry-After`, like every `ApiError` 503) and `431` from the
+/// HTTP server when a request head is too large (before any route is chosen).
+fn document_shared_answers(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, ResponseBuilder, schema::Type};
+    const STARTING: &str = "`starting`: the process has not applied its migrations yet";
+    for (path, item) in api.paths.paths.iter_mut() {
+        let gated = !SCHEMA_FREE.contains(&path.as_str());
+        for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            if gated {
+                let response = responses.entry("503".to_owned()).or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description("temporarily unavailable")
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .into()
+                });
+                if let utoipa::openapi::RefOr::T(response) = response {
+                    response.description = format!("{}; or {STARTING}", response.description);
+                    response.headers.insert(
+                        "Retry-After".to_owned(),
+                        HeaderBuilder::new()
+                            .schema(Some(utoipa::openapi::schema::Object::with_type(
+                                Type::Integer,
+                            )))
+                            .description(Some("seconds to wait before trying again"))
+                            .build()
+                            .into(),
+                    );
+                }
+            }
+            responses.entry("431".to_owned()).or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description(
+                        "the request head (headers) is too large; answered by the HTTP server",
+                    )
+                    .into()
+            });
+        }
     }
 }
 

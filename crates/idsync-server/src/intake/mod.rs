@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 mod queue;
 mod rejections;
+pub(crate) mod schema;
 
 pub(crate) use queue::{IntakeError, IntakeQueue};
 pub(crate) use rejections::Rejections;
@@ -43,18 +44,34 @@ pub(crate) const MAX_BODY: usize = 64 * 1024;
 /// `Authorization: Bearer <IDSYNC_WEBHOOK_SECRET>`.
 #[utoipa::path(post, path = "/authentik/webhook", tag = "intake",
     security(("webhook_secret" = [])),
-    request_body(content = Object, content_type = "application/json",
-        description = "`{\"event_type\", \"pk\"}`, idsync's mapping `{\"event_id\", \"action\", \"model_app\", \"model_name\", \"model_pk\", ...}`, or Authentik's default `{\"body\": \"model_created: {...}\", ...}`"),
+    request_body(content = schema::WebhookBody, content_type = "application/json",
+        description = "`{\"event_type\", \"pk\"}`, idsync's mapping `{\"event_id\", \"action\", \"model_app\", \"model_name\", \"model_pk\", ...}`, or Authentik's default `{\"body\": \"model_created: {...}\", ...}`",
+        examples(
+            ("dotnet_sample" = (summary = "the .NET sample's mapping", value = json!({"event_type": "model_created", "pk": 7}))),
+            ("mapping" = (summary = "idsync's blueprint mapping", value = json!({
+                "event_id": "5c0b1f3e-6f7a-4b8c-9d0e-1f2a3b4c5d6e", "action": "model_updated",
+                "model_app": "authentik_core", "model_name": "user", "model_pk": 7,
+                "created": "2026-01-01T00:00:00Z", "actor": {"pk": 1, "username": "akadmin"}}))),
+            ("mapping_group" = (summary = "a group's event (idsync's mapping)", value = json!({
+                "event_id": "0b7c3f0e-4e5a-4c1b-9d2f-6a7e8c9d0a1b", "action": "model_updated",
+                "model_app": "authentik_core", "model_name": "group",
+                "model_pk": "9f1c4d1e000040008000000000000000"}))),
+            ("default_body" = (summary = "Authentik's default body", value = json!({
+                "body": "model_created: {'model': {'app': 'authentik_core', 'model_name': 'user', 'pk': 7}}",
+                "severity": "notice"}))),
+            ("test_button" = (summary = "the Test button (202 ignored)", value = json!({
+                "body": "Test Notification from transport idsync", "severity": "notice"}))),
+        )),
     responses(
-        (status = 202, description = "stored (`accepted`), or valid but not a user event (`ignored`)", body = Object,
-         example = json!({"status": "accepted", "inbox_id": "01a2..."})),
-        (status = 200, description = "a re-delivery of an event_id seen before", body = Object,
-         example = json!({"status": "duplicate", "inbox_id": "01a2..."})),
-        (status = 400, description = "malformed body", body = crate::error::ErrorBody),
+        (status = 202, description = "stored (`accepted`), or valid but not a user or group lifecycle event (`ignored`)", body = schema::WebhookAccepted,
+         example = json!({"status": "accepted", "inbox_id": "0192f3a4-5b6c-7d8e-9f0a-1b2c3d4e5f60"})),
+        (status = 200, description = "a re-delivery of an event_id seen before", body = schema::WebhookDuplicate,
+         example = json!({"status": "duplicate", "inbox_id": "0192f3a4-5b6c-7d8e-9f0a-1b2c3d4e5f60"})),
+        (status = 400, description = "malformed JSON, or not one of the accepted bodies (missing or bad pk, unknown action)", body = crate::error::ErrorBody),
         (status = 401, description = "wrong or missing secret", body = crate::error::ErrorBody),
         (status = 413, description = "larger than 64 KiB", body = crate::error::ErrorBody),
         (status = 415, description = "not application/json", body = crate::error::ErrorBody),
-        (status = 503, description = "database unavailable; Authentik retries", body = crate::error::ErrorBody),
+        (status = 503, description = "database unavailable, or the process still starting; Authentik retries", body = crate::error::ErrorBody),
     ))]
 pub(crate) async fn receive(
     State(state): State<IntakeState>,
