@@ -201,6 +201,7 @@ impl View<User> for UserView {
                 }
             }
             UserEvent::UserDeleted(_) => self.deleted = true,
+            UserEvent::UserErased(_) => {}
         }
     }
 }

@@ -4,15 +4,17 @@
 //! (telling a process, live, that new positions committed).
 
 pub mod db;
+pub mod erasure;
 mod error;
 pub mod event_store;
 pub mod feed;
 pub mod groups;
 pub mod inbox;
 pub mod notify;
+pub mod privacy;
 pub mod projections;
 
 pub use error::StoreError;
-pub use event_store::{AppendedEvent, EventStore};
+pub use event_store::{AppendedEvent, EraseOutcome, EventStore};
 pub use feed::FeedItem;
 pub use notify::{FeedSignal, Notifier, Watermarks};

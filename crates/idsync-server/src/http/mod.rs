@@ -43,6 +43,8 @@ pub struct AppState {
     pub on_demand: Option<Arc<crate::sync::on_demand::OnDemand>>,
     /// Users' rows as the API sends them, kept correct by the hub.
     pub users_cache: Arc<idsync_store::projections::users_cache::UsersCache>,
+    /// Commands of the admin API (erasure).
+    pub store: Arc<idsync_store::EventStore>,
 }
 
 /// Reasons background components give for the process not being ready (Authentik

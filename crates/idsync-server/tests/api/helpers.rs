@@ -55,6 +55,10 @@ pub fn binary() -> Command {
         // The start-up reconcile would register the stub's users behind a test's back;
         // tests of it set this themselves.
         .env("IDSYNC_RECONCILE_START_DELAY", "1h")
+        // The development data key, chosen explicitly as scripts/run does: every process
+        // of a test (serve, replay, reconcile...) reads what the others encrypted. Tests
+        // of the key itself remove or replace it.
+        .env("IDSYNC_DATA_KEY", "development")
         .kill_on_drop(true);
     cmd
 }
