@@ -10,6 +10,6 @@ mod user;
 
 pub use metadata::{EventMetadata, Source};
 pub use user::{
-    PERSONAL_FIELDS, User, UserChanges, UserCommand, UserDeleted, UserErased, UserError,
-    UserEvent, UserFields, UserFieldsMut, UserSnapshot,
+    PERSONAL_FIELDS, User, UserChanges, UserCommand, UserDeleted, UserErased, UserError, UserEvent,
+    UserFields, UserFieldsMut, UserSnapshot,
 };

@@ -595,7 +595,10 @@ mod tests {
             .when(UserCommand::Erase { pk: 7 })
             .then_expect_events(vec![UserEvent::UserErased(UserErased { pk: 7 })]);
         Fw::with(())
-            .given(vec![registered(), UserEvent::UserErased(UserErased { pk: 7 })])
+            .given(vec![
+                registered(),
+                UserEvent::UserErased(UserErased { pk: 7 }),
+            ])
             .when(UserCommand::Erase { pk: 7 })
             .then_expect_events(vec![]);
         Fw::with(())
@@ -617,7 +620,10 @@ mod tests {
         next.is_active = false;
         next.email = "new@example.org".into();
         Fw::with(())
-            .given(vec![registered(), UserEvent::UserErased(UserErased { pk: 7 })])
+            .given(vec![
+                registered(),
+                UserEvent::UserErased(UserErased { pk: 7 }),
+            ])
             .when(UserCommand::ApplySnapshot(next))
             .then_expect_events(vec![UserEvent::UserUpdated {
                 pk: 7,
@@ -627,7 +633,10 @@ mod tests {
                 },
             }]);
         Fw::with(())
-            .given(vec![registered(), UserEvent::UserErased(UserErased { pk: 7 })])
+            .given(vec![
+                registered(),
+                UserEvent::UserErased(UserErased { pk: 7 }),
+            ])
             .when(UserCommand::ApplySnapshot(jane()))
             .then_expect_events(vec![]);
     }

@@ -30,16 +30,17 @@ pub async fn key_ids(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
 }
 
 /// The condition of an event whose personal fields are stored in plaintext.
-const PLAINTEXT: &str = "aggregate_type = 'User' AND event_type IN ('UserRegistered', 'UserUpdated')
+const PLAINTEXT: &str =
+    "aggregate_type = 'User' AND event_type IN ('UserRegistered', 'UserUpdated')
     AND (payload::jsonb -> event_type) ?| array['username', 'email', 'name', 'uid']";
 
 /// Whether any event still has personal fields in plaintext (written before encryption).
 pub async fn plaintext_remains(pool: &PgPool) -> Result<bool, StoreError> {
-    Ok(
-        sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM events WHERE {PLAINTEXT})"))
-            .fetch_one(pool)
-            .await?,
-    )
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE {PLAINTEXT})"
+    ))
+    .fetch_one(pool)
+    .await?)
 }
 
 /// One step of `idsync encrypt-events`: the next `limit` events after position `after`
@@ -108,7 +109,8 @@ pub async fn encrypt_batch(
         let pk: i64 = id
             .parse()
             .map_err(|_| corrupt("the aggregate id is not a pk".to_owned()))?;
-        let mut value: Value = serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?;
+        let mut value: Value =
+            serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?;
         let Some(inner) = inner_mut(&mut value) else {
             return Err(corrupt("payload is not a tagged object".to_owned()));
         };

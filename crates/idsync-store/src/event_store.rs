@@ -124,7 +124,9 @@ impl EventStore {
         pk: i64,
         metadata: &EventMetadata,
     ) -> Result<EraseOutcome, StoreError> {
-        let events = self.execute(pk, UserCommand::Erase { pk }, metadata).await?;
+        let events = self
+            .execute(pk, UserCommand::Erase { pk }, metadata)
+            .await?;
         Ok(if events.is_empty() {
             EraseOutcome::AlreadyErased
         } else {
@@ -532,5 +534,9 @@ pub(crate) fn inner(payload: &Value) -> Option<&serde_json::Map<String, Value>> 
 }
 
 pub(crate) fn inner_mut(payload: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
-    payload.as_object_mut()?.values_mut().next()?.as_object_mut()
+    payload
+        .as_object_mut()?
+        .values_mut()
+        .next()?
+        .as_object_mut()
 }

@@ -352,11 +352,8 @@ async fn erase_personal_data(
     Path(pk): Path<i64>,
 ) -> Result<axum::http::StatusCode, ApiError> {
     caller.require_admin()?;
-    let metadata = idsync_domain::EventMetadata::new(
-        idsync_domain::Source::Erasure,
-        None,
-        chrono::Utc::now(),
-    );
+    let metadata =
+        idsync_domain::EventMetadata::new(idsync_domain::Source::Erasure, None, chrono::Utc::now());
     match state.store.erase(pk, &metadata).await {
         Ok(outcome) => {
             tracing::info!(pk, ?outcome, admin = %caller.claims.sub, "personal data erased");

@@ -83,10 +83,7 @@ fn check(configured: Option<Keyring>, stored: &[(String, i64)]) -> Result<Keyrin
         }
         return Ok(Keyring::new(Kek::development(), Vec::new()));
     };
-    let unknown: Vec<&(String, i64)> = stored
-        .iter()
-        .filter(|(id, _)| !keyring.knows(id))
-        .collect();
+    let unknown: Vec<&(String, i64)> = stored.iter().filter(|(id, _)| !keyring.knows(id)).collect();
     if !unknown.is_empty() {
         return Err(CliError::Config(format!(
             "IDSYNC_DATA_KEY (key {}) is not the key users' data keys are wrapped with: {}; \

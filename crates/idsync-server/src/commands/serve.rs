@@ -72,7 +72,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     let readiness = Readiness::default();
     let tracker = TaskTracker::new();
     let wake_sync = Arc::new(tokio::sync::Notify::new());
-    let store = Arc::new(EventStore::new(pool.clone()).with_erase_on_delete(global.erase_on_delete));
+    let store =
+        Arc::new(EventStore::new(pool.clone()).with_erase_on_delete(global.erase_on_delete));
     // Periodic reconcile shares the Syncer's client; none without Authentik or with interval 0.
     let reconcile = authentik.clone().and_then(|client| {
         crate::reconcile::Periodic::new(
@@ -343,7 +344,10 @@ async fn privacy_jobs(
                     );
                     for pk in pks {
                         match store.erase(pk, &metadata).await {
-                            Ok(_) => tracing::info!(pk, "erased: deleted longer ago than IDSYNC_ERASE_AFTER"),
+                            Ok(_) => tracing::info!(
+                                pk,
+                                "erased: deleted longer ago than IDSYNC_ERASE_AFTER"
+                            ),
                             Err(err) => tracing::warn!(pk, error = %err, "cannot erase user yet"),
                         }
                     }
@@ -354,7 +358,11 @@ async fn privacy_jobs(
         if !plaintext && erase_after.is_none() {
             return;
         }
-        let pause = if plaintext { PLAINTEXT_CHECK } else { ERASE_EVERY };
+        let pause = if plaintext {
+            PLAINTEXT_CHECK
+        } else {
+            ERASE_EVERY
+        };
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(pause) => {}

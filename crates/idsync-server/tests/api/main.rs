@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod intake;
 mod migrate;
+mod privacy;
 mod projections;
 mod reconcile;
 mod startup;
