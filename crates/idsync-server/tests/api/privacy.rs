@@ -530,3 +530,74 @@ async fn encrypting_100000_users_resumes_after_sigkill(pool: PgPool) {
     .expect("users");
     assert_eq!((users, sample.as_str()), (USERS, "legacy54321@example.org"));
 }
+
+/// Events written before encryption: `/readyz` warns until `idsync encrypt-events` ran,
+/// and what it sealed reads back the same.
+#[sqlx::test(migrations = false)]
+async fn readyz_warns_about_plaintext_until_encrypt_events_ran(pool: PgPool) {
+    let (ok, _, err) = idsync(&pool, &["migrate"], &[]).await;
+    assert!(ok, "{err}");
+    // Written by this process without a keyring: as an idsync before encryption wrote.
+    let store = idsync_store::EventStore::new(pool.clone());
+    let metadata =
+        idsync_domain::EventMetadata::new(idsync_domain::Source::Webhook, None, chrono::Utc::now());
+    let snapshot = |pk: i64| idsync_domain::UserSnapshot {
+        pk,
+        uuid: fixtures::user_uuid(pk),
+        username: format!("legacy{pk}"),
+        email: format!("legacy{pk}@example.org"),
+        name: format!("Legacy {pk}"),
+        is_active: true,
+        user_type: "internal".into(),
+        groups: vec![],
+        date_joined: chrono::Utc::now(),
+        uid: None,
+    };
+    for pk in 1..=3 {
+        store
+            .execute(
+                pk,
+                idsync_domain::UserCommand::ApplySnapshot(snapshot(pk)),
+                &metadata,
+            )
+            .await
+            .expect("legacy event");
+    }
+    let db = database_of(&pool).await;
+    let app = crate::helpers::spawn_app(&url_for(&db), &[]).await;
+    app.wait_ready().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready: Value = app
+            .http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
+        if ready["warnings"]
+            .to_string()
+            .contains("idsync encrypt-events")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out, err) = idsync(&pool, &["encrypt-events"], &[]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("3 events encrypted"), "{out}");
+    let raw: String = sqlx::query_scalar("SELECT string_agg(payload::text, ' ') FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("payloads");
+    assert!(!raw.contains("legacy"), "{raw}");
+    development_keyring();
+    let items = idsync_store::feed::read_after(&pool, 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(items[1].data["username"], "legacy2");
+    assert_eq!(items[1].data["email"], "legacy2@example.org");
+}
