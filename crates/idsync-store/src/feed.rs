@@ -21,7 +21,8 @@ pub struct FeedItem {
     pub user_pk: i64,
     pub sequence: i64,
     pub recorded_at: DateTime<Utc>,
-    /// `UserRegistered`: the user; `UserUpdated`: `pk` and the changed fields; `UserDeleted`: `pk`.
+    /// `UserRegistered`: the user; `UserUpdated`: `pk` and the changed fields; `UserDeleted`,
+    /// `UserErased`: `pk`. An erased user's personal fields are `null`, with `"erased": true`.
     #[schema(value_type = Object)]
     pub data: Value,
     /// `source` (`webhook` or `reconcile`), `event_id` when known, `received_at`.

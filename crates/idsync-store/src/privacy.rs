@@ -397,6 +397,80 @@ pub struct StoredKey<'a> {
     pub kek_id: &'a str,
 }
 
+/// The sealed member as typed readers (replay) deserialise it, straight from the text.
+#[derive(Debug, serde::Deserialize)]
+pub struct Sealed {
+    pub fields: Vec<String>,
+    pub c: Option<String>,
+}
+
+/// The personal fields of one event, opened: each `None` when the event does not carry
+/// it; once erased, the [`Erased::Blank`] values.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Personal {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub uid: Option<String>,
+}
+
+/// [`open`] for typed readers: the personal fields of `sealed` (event `sequence` of user
+/// `pk`), without going through `serde_json::Value`.
+pub fn open_typed(
+    sealed: &Sealed,
+    pk: i64,
+    sequence: i64,
+    key: Option<StoredKey<'_>>,
+) -> Result<Personal, PrivacyError> {
+    let (Some(ciphertext), Some(key)) = (&sealed.c, key) else {
+        let blank = |name: &str| sealed.fields.iter().any(|f| f == name).then(String::new);
+        return Ok(Personal {
+            username: blank("username"),
+            email: blank("email"),
+            name: blank("name"),
+            uid: None,
+        });
+    };
+    let plaintext = decrypt(ciphertext, pk, sequence, key)?;
+    serde_json::from_slice(&plaintext).map_err(|_| PrivacyError::Malformed {
+        pk,
+        sequence,
+        reason: "plaintext is not an object".to_owned(),
+    })
+}
+
+fn decrypt(
+    ciphertext: &str,
+    pk: i64,
+    sequence: i64,
+    key: StoredKey<'_>,
+) -> Result<Vec<u8>, PrivacyError> {
+    let malformed = |reason: &str| PrivacyError::Malformed {
+        pk,
+        sequence,
+        reason: reason.to_owned(),
+    };
+    let keyring = keyring().ok_or(PrivacyError::NoKeyring { pk })?;
+    let data_key = keyring.data_key(pk, key.wrapped, key.kek_id)?;
+    let bytes = B64
+        .decode(ciphertext)
+        .map_err(|_| malformed("ciphertext is not base64"))?;
+    if bytes.len() <= NONCE_LEN {
+        return Err(malformed("ciphertext too short"));
+    }
+    let (nonce, ct) = bytes.split_at(NONCE_LEN);
+    data_key
+        .0
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ct,
+                aad: event_ad(pk, sequence).as_bytes(),
+            },
+        )
+        .map_err(|_| PrivacyError::Tampered { pk, sequence })
+}
+
 /// Puts the personal fields of `inner` (event `sequence` of user `pk`) back in
 /// plaintext with the user's key, or, when the key is gone, marks them erased. A payload
 /// without sealed fields is left as it is.
@@ -430,25 +504,7 @@ pub fn open(
         mark_erased(inner, &fields, erased);
         return Ok(());
     };
-    let keyring = keyring().ok_or(PrivacyError::NoKeyring { pk })?;
-    let data_key = keyring.data_key(pk, key.wrapped, key.kek_id)?;
-    let bytes = B64
-        .decode(ciphertext)
-        .map_err(|_| malformed("ciphertext is not base64"))?;
-    if bytes.len() <= NONCE_LEN {
-        return Err(malformed("ciphertext too short"));
-    }
-    let (nonce, ct) = bytes.split_at(NONCE_LEN);
-    let plaintext = data_key
-        .0
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: ct,
-                aad: event_ad(pk, sequence).as_bytes(),
-            },
-        )
-        .map_err(|_| PrivacyError::Tampered { pk, sequence })?;
+    let plaintext = decrypt(&ciphertext, pk, sequence, key)?;
     let personal: Map<String, Value> =
         serde_json::from_slice(&plaintext).map_err(|_| malformed("plaintext is not an object"))?;
     inner.extend(personal);
