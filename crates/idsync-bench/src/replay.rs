@@ -29,6 +29,10 @@ pub(crate) struct Args {
     /// Longest the cqrs-es baseline may run; its rate is measured over what it did.
     #[arg(long, default_value_t = 60)]
     baseline_seconds: u64,
+    /// Skip the encrypted variant (`idsync encrypt-events`, then `idsync replay` again
+    /// over the sealed events, against the plaintext replay of the same run).
+    #[arg(long)]
+    no_encrypted: bool,
 }
 
 pub(crate) async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
@@ -59,21 +63,8 @@ async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
 
     // idsync replay, the real command.
     eprintln!("idsync replay...");
-    let t = Instant::now();
-    let out = tokio::process::Command::new(idsync_binary()?)
-        .args(["replay", "--projection", "users"])
-        .env("DATABASE_URL", &db.url)
-        .env("IDSYNC_LOG_FORMAT", "json")
-        .output()
-        .await?;
-    let replay = t.elapsed();
-    if !out.status.success() {
-        return Err(format!(
-            "idsync replay failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
+    let key = idsync_store::privacy::generate();
+    let replay = run_replay(&db.url, &key).await?;
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
         .fetch_one(&pool)
         .await?;
@@ -88,6 +79,38 @@ async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
         .await?;
     let (baseline_events, baseline_time) =
         cqrs_baseline(&pool, Duration::from_secs(args.baseline_seconds)).await;
+
+    // The same events with their personal fields sealed (docs/privacy.md): encrypted by
+    // the real command, then replayed again. cqrs-es's baseline above cannot read them.
+    let encrypted = if args.no_encrypted {
+        None
+    } else {
+        eprintln!("idsync encrypt-events...");
+        let t = Instant::now();
+        let out = tokio::process::Command::new(idsync_binary()?)
+            .args(["encrypt-events", "--batch-size", "5000"])
+            .env("DATABASE_URL", &db.url)
+            .env("IDSYNC_DATA_KEY", &key)
+            .env("IDSYNC_LOG_FORMAT", "json")
+            .output()
+            .await?;
+        if !out.status.success() {
+            return Err(format!(
+                "idsync encrypt-events failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        let encrypt = t.elapsed();
+        eprintln!("idsync replay (encrypted)...");
+        let sealed_replay = run_replay(&db.url, &key).await?;
+        let sealed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE payload::text LIKE '%\"sealed\"%'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        Some((encrypt, sealed_replay, sealed))
+    };
     pool.close().await;
 
     let rate = args.events as f64 / replay.as_secs_f64();
@@ -123,7 +146,47 @@ async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
         rate / copy_rate
     );
     println!("users in the read model after replay: {users}");
+    if let Some((encrypt, sealed_replay, sealed)) = encrypted {
+        let sealed_rate = args.events as f64 / sealed_replay.as_secs_f64();
+        println!(
+            "{:<62} {:>14.0} {:>9.1}s",
+            format!("idsync encrypt-events ({sealed} events sealed)"),
+            args.events as f64 / encrypt.as_secs_f64(),
+            encrypt.as_secs_f64()
+        );
+        println!(
+            "{:<62} {:>14.0} {:>9.1}s",
+            "idsync replay, personal fields encrypted",
+            sealed_rate,
+            sealed_replay.as_secs_f64()
+        );
+        println!(
+            "encrypted / plaintext replay: {:.2} (target >= 0.7)",
+            sealed_rate / rate
+        );
+    }
     Ok(())
+}
+
+/// `idsync replay` of the users projection, timed whole.
+async fn run_replay(url: &str, key: &str) -> Result<Duration, BoxError> {
+    let t = Instant::now();
+    let out = tokio::process::Command::new(idsync_binary()?)
+        .args(["replay", "--projection", "users"])
+        .env("DATABASE_URL", url)
+        .env("IDSYNC_DATA_KEY", key)
+        .env("IDSYNC_LOG_FORMAT", "json")
+        .output()
+        .await?;
+    let elapsed = t.elapsed();
+    if !out.status.success() {
+        return Err(format!(
+            "idsync replay failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(elapsed)
 }
 
 /// Bulk-load real-shaped events. The trigger that assigns positions one row at a time
@@ -193,6 +256,7 @@ impl View<User> for UserView {
                 }
             }
             UserEvent::UserDeleted(_) => self.deleted = true,
+            UserEvent::UserErased(_) => {}
         }
     }
 }

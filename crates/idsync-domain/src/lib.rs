@@ -10,6 +10,6 @@ mod user;
 
 pub use metadata::{EventMetadata, Source};
 pub use user::{
-    EventKind, User, UserChanges, UserCommand, UserDeleted, UserError, UserEvent, UserFields,
-    UserFieldsMut, UserSnapshot,
+    EventKind, PERSONAL_FIELDS, User, UserChanges, UserCommand, UserDeleted, UserErased, UserError,
+    UserEvent, UserFields, UserFieldsMut, UserSnapshot,
 };

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub enum Source {
     Webhook,
     Reconcile,
+    /// An explicit erasure: `idsync erase`, the admin API, or IDSYNC_ERASE_AFTER.
+    Erasure,
 }
 
 impl Source {
@@ -16,6 +18,7 @@ impl Source {
         match self {
             Source::Webhook => "webhook",
             Source::Reconcile => "reconcile",
+            Source::Erasure => "erasure",
         }
     }
 }

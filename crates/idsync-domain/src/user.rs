@@ -29,6 +29,14 @@ pub struct UserSnapshot {
 }
 
 impl UserSnapshot {
+    /// Empties the personal fields ([`PERSONAL_FIELDS`]): what is left of an erased user.
+    pub fn forget_personal(&mut self) {
+        self.username.clear();
+        self.email.clear();
+        self.name.clear();
+        self.uid = None;
+    }
+
     fn normalized(mut self) -> Self {
         self.groups.sort();
         self.groups.dedup();
@@ -171,6 +179,16 @@ pub struct UserDeleted {
     pub pk: i64,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserErased {
+    pub pk: i64,
+}
+
+/// The fields of a user (in `UserRegistered` and `UserUpdated` payloads) a person can be
+/// identified by: stored encrypted with the user's data key, forgotten by erasure
+/// (docs/privacy.md says why these and not the others).
+pub const PERSONAL_FIELDS: [&str; 4] = ["username", "email", "name", "uid"];
+
 /// Events as stored by postgres-es: `{"UserRegistered": {...}}`. The variant name is
 /// the stored `event_type`; the inner object is what feeds publish as `data`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +200,9 @@ pub enum UserEvent {
         changes: UserChanges,
     },
     UserDeleted(UserDeleted),
+    /// The user's personal data was forgotten: its data key is destroyed, and no
+    /// later event of this user carries personal fields again.
+    UserErased(UserErased),
 }
 
 /// Which event an event is, without its data: for metric labels, stored outcomes and
@@ -191,6 +212,7 @@ pub enum EventKind {
     UserRegistered,
     UserUpdated,
     UserDeleted,
+    UserErased,
 }
 
 impl EventKind {
@@ -200,6 +222,7 @@ impl EventKind {
             EventKind::UserRegistered => "UserRegistered",
             EventKind::UserUpdated => "UserUpdated",
             EventKind::UserDeleted => "UserDeleted",
+            EventKind::UserErased => "UserErased",
         }
     }
 }
@@ -210,6 +233,7 @@ impl UserEvent {
             UserEvent::UserRegistered(_) => EventKind::UserRegistered,
             UserEvent::UserUpdated { .. } => EventKind::UserUpdated,
             UserEvent::UserDeleted(_) => EventKind::UserDeleted,
+            UserEvent::UserErased(_) => EventKind::UserErased,
         }
     }
 }
@@ -231,6 +255,8 @@ pub enum UserCommand {
     ApplySnapshot(UserSnapshot),
     /// "Authentik deleted this user."
     Delete { pk: i64 },
+    /// "Forget this user's personal data" (right to erasure).
+    Erase { pk: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -241,6 +267,9 @@ pub enum UserError {
     Deleted { pk: i64 },
     #[error("snapshot for user {got} sent to user {expected}")]
     PkMismatch { expected: i64, got: i64 },
+    /// Erasing a user idsync never saw.
+    #[error("user {pk} is unknown")]
+    Unknown { pk: i64 },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +286,9 @@ enum State {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     state: State,
+    /// Erased (`UserErased`): the personal fields are empty here and stay empty.
+    #[serde(default)]
+    erased: bool,
 }
 
 impl User {
@@ -269,6 +301,10 @@ impl User {
 
     pub fn is_deleted(&self) -> bool {
         matches!(self.state, State::Deleted { .. })
+    }
+
+    pub fn is_erased(&self) -> bool {
+        self.erased
     }
 
     /// The events `command` produces, without applying them. `handle` is this plus the
@@ -286,7 +322,18 @@ impl User {
                         got: next.pk,
                     });
                 }
-                let changes = UserChanges::between(current, &next.normalized());
+                let mut next = next.normalized();
+                if self.erased {
+                    // Erasure is for good: a snapshot of an erased user (Authentik still
+                    // has it) brings its non-personal fields up to date, never its
+                    // personal ones back. Authentik never reuses a pk, so a person who
+                    // signs up again is a new user with a new key.
+                    next.username.clone_from(&current.username);
+                    next.email.clone_from(&current.email);
+                    next.name.clone_from(&current.name);
+                    next.uid.clone_from(&current.uid);
+                }
+                let changes = UserChanges::between(current, &next);
                 if changes.is_empty() {
                     Ok(vec![])
                 } else {
@@ -305,6 +352,13 @@ impl User {
             // Deleting a user we never saw, or twice, changes nothing: deliveries
             // are duplicated and reordered, and deletion is idempotent.
             (UserCommand::Delete { .. }, State::Unknown | State::Deleted { .. }) => Ok(vec![]),
+            (UserCommand::Erase { pk }, State::Unknown) => Err(UserError::Unknown { pk }),
+            // Erasing twice changes nothing more.
+            (UserCommand::Erase { .. }, _) if self.erased => Ok(vec![]),
+            (UserCommand::Erase { .. }, State::Registered(UserSnapshot { pk, .. }))
+            | (UserCommand::Erase { .. }, State::Deleted { pk }) => {
+                Ok(vec![UserEvent::UserErased(UserErased { pk: *pk })])
+            }
         }
     }
 }
@@ -337,6 +391,12 @@ impl Aggregate for User {
                 }
             }
             UserEvent::UserDeleted(UserDeleted { pk }) => self.state = State::Deleted { pk },
+            UserEvent::UserErased(_) => {
+                self.erased = true;
+                if let State::Registered(user) = &mut self.state {
+                    user.forget_personal();
+                }
+            }
         }
     }
 }
@@ -553,5 +613,58 @@ mod tests {
     fn events_are_versioned() {
         assert_eq!(registered().event_version(), "1.0");
         assert_eq!(registered().event_type(), "UserRegistered");
+    }
+
+    #[test]
+    fn erase_appends_user_erased_once() {
+        Fw::with(())
+            .given(vec![registered()])
+            .when(UserCommand::Erase { pk: 7 })
+            .then_expect_events(vec![UserEvent::UserErased(UserErased { pk: 7 })]);
+        Fw::with(())
+            .given(vec![
+                registered(),
+                UserEvent::UserErased(UserErased { pk: 7 }),
+            ])
+            .when(UserCommand::Erase { pk: 7 })
+            .then_expect_events(vec![]);
+        Fw::with(())
+            .given(vec![
+                registered(),
+                UserEvent::UserDeleted(UserDeleted { pk: 7 }),
+            ])
+            .when(UserCommand::Erase { pk: 7 })
+            .then_expect_events(vec![UserEvent::UserErased(UserErased { pk: 7 })]);
+        Fw::with(())
+            .given_no_previous_events()
+            .when(UserCommand::Erase { pk: 7 })
+            .then_expect_error(UserError::Unknown { pk: 7 });
+    }
+
+    #[test]
+    fn a_snapshot_after_erasure_never_brings_personal_fields_back() {
+        let mut next = jane();
+        next.is_active = false;
+        next.email = "new@example.org".into();
+        Fw::with(())
+            .given(vec![
+                registered(),
+                UserEvent::UserErased(UserErased { pk: 7 }),
+            ])
+            .when(UserCommand::ApplySnapshot(next))
+            .then_expect_events(vec![UserEvent::UserUpdated {
+                pk: 7,
+                changes: UserChanges {
+                    is_active: Some(false),
+                    ..UserChanges::default()
+                },
+            }]);
+        Fw::with(())
+            .given(vec![
+                registered(),
+                UserEvent::UserErased(UserErased { pk: 7 }),
+            ])
+            .when(UserCommand::ApplySnapshot(jane()))
+            .then_expect_events(vec![]);
     }
 }

@@ -47,6 +47,34 @@ pub struct GlobalArgs {
     /// Log format [default: pretty on a terminal, else json]. Filter with RUST_LOG.
     #[arg(long, env = "IDSYNC_LOG_FORMAT", value_enum, global = true)]
     pub log_format: Option<LogFormat>,
+
+    /// Key-encryption key of users' personal data: `v1:<base64 of 32 bytes>` (`idsync
+    /// keygen` makes one), or `development` for the public development key
+    /// (docs/privacy.md). Unset: the development key on a new database; refused once
+    /// personal data is encrypted.
+    #[arg(long, env = "IDSYNC_DATA_KEY", global = true, hide_env_values = true)]
+    pub data_key: Option<SecretString>,
+
+    /// Former key-encryption keys, comma-separated, still accepted while `idsync
+    /// rotate-data-key` rewraps users' keys with IDSYNC_DATA_KEY.
+    #[arg(
+        long,
+        env = "IDSYNC_DATA_KEY_PREVIOUS",
+        global = true,
+        hide_env_values = true
+    )]
+    pub data_key_previous: Option<SecretString>,
+
+    /// Erase a user's personal data when Authentik deletes it (UserErased right after
+    /// UserDeleted): `true` or `false`.
+    #[arg(
+        long,
+        env = "IDSYNC_ERASE_ON_DELETE",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub erase_on_delete: bool,
 }
 
 impl GlobalArgs {
@@ -76,6 +104,30 @@ pub enum Command {
     /// Ask a running idsync whether it is ready (GET /readyz): exit 0 if so, else 1 with
     /// the reason. For container health checks, where there is no curl.
     Healthcheck(HealthcheckArgs),
+    /// Print a new key-encryption key for IDSYNC_DATA_KEY.
+    Keygen,
+    /// Forget a user's personal data (right to erasure): destroy its data key, append
+    /// UserErased.
+    Erase(EraseArgs),
+    /// Encrypt the personal fields of events written before encryption, in batches;
+    /// resumable, safe while serve runs.
+    EncryptEvents(BatchArgs),
+    /// Rewrap every user's data key with IDSYNC_DATA_KEY (the old key in
+    /// IDSYNC_DATA_KEY_PREVIOUS); resumable.
+    RotateDataKey(BatchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EraseArgs {
+    /// Authentik's pk of the user.
+    pub pk: i64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    /// Rows per transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: i64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -112,10 +164,12 @@ impl HealthcheckArgs {
 /// Settings that are secrets may instead be read from a file named by `<NAME>_FILE`
 /// (Docker and Kubernetes secrets), so the secret is in neither the environment shown
 /// by `docker inspect` nor the process list. `<NAME>` itself, or the flag, wins.
-pub const FILE_VARIABLES: [&str; 3] = [
+pub const FILE_VARIABLES: [&str; 5] = [
     "DATABASE_URL",
     "IDSYNC_WEBHOOK_SECRET",
     "IDSYNC_AUTHENTIK_TOKEN",
+    "IDSYNC_DATA_KEY",
+    "IDSYNC_DATA_KEY_PREVIOUS",
 ];
 
 /// Parses the command line, with the `<NAME>_FILE` variables of [`FILE_VARIABLES`].
@@ -349,6 +403,11 @@ pub struct ServeArgs {
     /// Live events a slow subscriber may fall behind before it catches up from the database.
     #[arg(long, env = "IDSYNC_FEED_BUFFER", default_value_t = 4096)]
     pub feed_buffer: usize,
+
+    /// Erase deleted users this long after their deletion (serve's periodic job), e.g.
+    /// `30d`; unset or 0: only IDSYNC_ERASE_ON_DELETE and explicit erasure.
+    #[arg(long, env = "IDSYNC_ERASE_AFTER", value_parser = humantime::parse_duration)]
+    pub erase_after: Option<Duration>,
 
     /// Browser origins allowed by CORS, comma-separated.
     #[arg(

@@ -21,6 +21,10 @@ async fn main() -> ExitCode {
         Command::Replay(args) => commands::replay::run(&cli.global, args).await,
         Command::Reconcile(args) => commands::reconcile::run(&cli.global, args).await,
         Command::Healthcheck(args) => commands::healthcheck::run(args).await,
+        Command::Keygen => commands::privacy::keygen(),
+        Command::Erase(args) => commands::privacy::erase(&cli.global, args).await,
+        Command::EncryptEvents(args) => commands::privacy::encrypt_events(&cli.global, args).await,
+        Command::RotateDataKey(args) => commands::privacy::rotate_data_key(&cli.global, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

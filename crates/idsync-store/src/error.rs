@@ -22,6 +22,10 @@ pub enum StoreError {
     Busy(String),
     #[error("stored event at position {position} is unreadable: {reason}")]
     Corrupt { position: i64, reason: String },
+    /// Personal data that cannot be sealed or opened: no key, a wrong key, a moved or
+    /// altered ciphertext (docs/privacy.md).
+    #[error(transparent)]
+    Privacy(#[from] crate::privacy::PrivacyError),
 }
 
 impl StoreError {

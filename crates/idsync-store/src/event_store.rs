@@ -16,15 +16,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, DomainEvent};
+use cqrs_es::{Aggregate, DomainEvent};
 use idsync_domain::{EventKind, EventMetadata, User, UserCommand, UserEvent};
-use postgres_es::PostgresEventRepository;
-use sqlx::{PgPool, Row};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::StoreError;
 use crate::backoff::Backoff;
+use crate::privacy::{self, Erased, StoredKey};
 
 /// How often a command is re-run after losing an optimistic-concurrency race before we
 /// give up. Two writers on one user are rare (the sync worker serialises per pk), so a
@@ -49,19 +48,34 @@ impl AppendedEvent {
 pub type BatchResults = Vec<Result<Vec<AppendedEvent>, StoreError>>;
 
 pub struct EventStore {
-    store: PersistedEventStore<PostgresEventRepository, User>,
     pool: PgPool,
     conflicts: AtomicU64,
+    erase_on_delete: bool,
+}
+
+/// What `erase` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EraseOutcome {
+    /// The key is destroyed and `UserErased` appended.
+    Erased,
+    /// The user was erased before; nothing changed.
+    AlreadyErased,
 }
 
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
-        let repo = PostgresEventRepository::new(pool.clone());
         Self {
-            store: PersistedEventStore::new_event_store(repo),
             pool,
             conflicts: AtomicU64::new(0),
+            erase_on_delete: false,
         }
+    }
+
+    /// Erase a user (right to erasure) in the same transaction that deletes it:
+    /// `IDSYNC_ERASE_ON_DELETE`.
+    pub fn with_erase_on_delete(mut self, on: bool) -> Self {
+        self.erase_on_delete = on;
+        self
     }
 
     /// Run `command` against user `pk` and commit what it produces. On a concurrency
@@ -74,70 +88,50 @@ impl EventStore {
         command: UserCommand,
         metadata: &EventMetadata,
     ) -> Result<Vec<AppendedEvent>, StoreError> {
-        let id = pk.to_string();
         let mut attempt = 1;
         loop {
-            match self.try_execute(&id, command.clone(), metadata).await {
-                Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {
+            match self
+                .try_execute_many(&[(pk, command.clone())], metadata)
+                .await
+            {
+                Err(err) if is_unique_violation(&err) && attempt < MAX_ATTEMPTS => {
                     self.conflicts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(pk, attempt, "aggregate conflict; reloading and retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
-                Err(AggregateError::AggregateConflict) => {
+                Err(err) if is_unique_violation(&err) => {
                     return Err(StoreError::Conflict {
                         pk,
                         attempts: attempt,
                     });
                 }
-                Err(AggregateError::UserError(err)) => return Err(err.into()),
-                Err(AggregateError::DatabaseConnectionError(err)) => {
-                    return Err(match err.downcast::<sqlx::Error>() {
-                        Ok(sqlx_err) => StoreError::from(*sqlx_err),
-                        Err(other) => StoreError::EventStore(other.to_string()),
-                    });
+                Err(err) => return Err(err),
+                Ok(mut results) => {
+                    return results
+                        .pop()
+                        .unwrap_or_else(|| Err(StoreError::EventStore("no result".to_owned())));
                 }
-                Err(AggregateError::UnexpectedError(err)) => {
-                    return Err(match err.downcast::<sqlx::Error>() {
-                        Ok(sqlx_err) => StoreError::from(*sqlx_err),
-                        Err(other) => StoreError::EventStore(other.to_string()),
-                    });
-                }
-                Err(err) => return Err(StoreError::EventStore(err.to_string())),
-                Ok(events) => return Ok(events),
             }
         }
     }
 
-    async fn try_execute(
+    /// Forget user `pk`'s personal data: destroy its data key, remove personal fields
+    /// written before encryption from its events, and append `UserErased`, in one
+    /// transaction. `StoreError::Domain(UserError::Unknown)` for a user never seen.
+    pub async fn erase(
         &self,
-        id: &str,
-        command: UserCommand,
+        pk: i64,
         metadata: &EventMetadata,
-    ) -> Result<Vec<AppendedEvent>, AggregateError<idsync_domain::UserError>> {
-        use cqrs_es::EventStore as _;
-        let mut context = self.store.load_aggregate(id).await?;
-        let sink = EventSink::default();
-        context
-            .aggregate()
-            .handle(command, &(), &sink)
-            .await
-            .map_err(AggregateError::UserError)?;
-        let events = sink.collect().await;
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let committed = self
-            .store
-            .commit(events, context, metadata.to_map())
+    ) -> Result<EraseOutcome, StoreError> {
+        let events = self
+            .execute(pk, UserCommand::Erase { pk }, metadata)
             .await?;
-        Ok(committed
-            .into_iter()
-            .map(|e| AppendedEvent {
-                sequence: e.sequence,
-                event: e.payload,
-            })
-            .collect())
+        Ok(if events.is_empty() {
+            EraseOutcome::AlreadyErased
+        } else {
+            EraseOutcome::Erased
+        })
     }
 
     /// Run many commands (users in any order, a user possibly more than once) and
@@ -229,6 +223,21 @@ impl EventStore {
                     continue;
                 }
             };
+            let mut events = events;
+            if self.erase_on_delete
+                && events
+                    .iter()
+                    .any(|e| matches!(e, UserEvent::UserDeleted(_)))
+            {
+                // Decided against the user as the deletion leaves it.
+                let mut deleted = user.clone();
+                for event in &events {
+                    deleted.apply(event.clone());
+                }
+                if let Ok(more) = deleted.decide(UserCommand::Erase { pk: *pk }) {
+                    events.extend(more);
+                }
+            }
             let mut appended = Vec::with_capacity(events.len());
             for event in events {
                 *sequence += 1;
@@ -249,6 +258,18 @@ impl EventStore {
         let metadata = serde_json::to_value(metadata.to_map())
             .map_err(|e| StoreError::EventStore(format!("metadata: {e}")))?;
         let mut tx = self.pool.begin().await?;
+        seal_rows(&mut tx, &mut rows).await?;
+        let erased: Vec<i64> = results
+            .iter()
+            .flat_map(|r| r.iter().flatten())
+            .filter_map(|a| match &a.event {
+                UserEvent::UserErased(e) => Some(e.pk),
+                _ => None,
+            })
+            .collect();
+        if !erased.is_empty() {
+            forget(&mut tx, &erased).await?;
+        }
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
              SELECT $1, t.id, t.seq, t.type, t.version, t.payload, $7
@@ -279,9 +300,10 @@ impl EventStore {
         ids.sort_unstable();
         ids.dedup();
         let rows = sqlx::query(
-            "SELECT aggregate_id, sequence, payload::text FROM events
-              WHERE aggregate_type = $1 AND aggregate_id = ANY($2)
-              ORDER BY aggregate_id, sequence",
+            "SELECT e.aggregate_id, e.sequence, e.payload::text, k.wrapped_key, k.kek_id
+               FROM events e LEFT JOIN user_data_keys k ON k.user_pk = e.aggregate_id::bigint
+              WHERE e.aggregate_type = $1 AND e.aggregate_id = ANY($2)
+              ORDER BY e.aggregate_id, e.sequence",
         )
         // Planned for each call's own ids. A prepared statement's generic plan, cached
         // while `events` was small, can scan every event and filter (seen: a cold
@@ -302,8 +324,23 @@ impl EventStore {
             let pk: i64 = id
                 .parse()
                 .map_err(|_| unreadable("the aggregate id is not a pk".to_owned()))?;
-            let event: UserEvent =
-                serde_json::from_str(payload).map_err(|e| unreadable(e.to_string()))?;
+            let wrapped: Option<&[u8]> = row.try_get(3)?;
+            let kek_id: Option<&str> = row.try_get(4)?;
+            let key = wrapped
+                .zip(kek_id)
+                .map(|(wrapped, kek_id)| StoredKey { wrapped, kek_id });
+            let event: UserEvent = if payload.contains(privacy::SEALED) {
+                let mut value: Value =
+                    serde_json::from_str(payload).map_err(|e| unreadable(e.to_string()))?;
+                if let Some(Value::Object(inner)) =
+                    value.as_object_mut().and_then(|m| m.values_mut().next())
+                {
+                    privacy::open(inner, pk, sequence, key, Erased::Blank)?;
+                }
+                serde_json::from_value(value).map_err(|e| unreadable(e.to_string()))?
+            } else {
+                serde_json::from_str(payload).map_err(|e| unreadable(e.to_string()))?
+            };
             let (user, last) = users.entry(pk).or_default();
             user.apply(event);
             *last = usize::try_from(sequence)
@@ -319,13 +356,8 @@ impl EventStore {
 
     /// The user as the event stream has it now (None if never registered).
     pub async fn load(&self, pk: i64) -> Result<User, StoreError> {
-        use cqrs_es::EventStore as _;
-        let mut context = self
-            .store
-            .load_aggregate(&pk.to_string())
-            .await
-            .map_err(|e| StoreError::EventStore(e.to_string()))?;
-        Ok(std::mem::take(context.aggregate()))
+        let mut users = self.load_many(&[(pk, UserCommand::Delete { pk })]).await?;
+        Ok(users.remove(&pk).map(|(user, _)| user).unwrap_or_default())
     }
 }
 
@@ -349,6 +381,7 @@ fn is_unique_violation(err: &StoreError) -> bool {
 /// The columns of the rows a batch inserts.
 #[derive(Default)]
 struct EventRows {
+    pks: Vec<i64>,
     ids: Vec<String>,
     sequences: Vec<i64>,
     types: Vec<String>,
@@ -360,6 +393,7 @@ impl EventRows {
     fn push(&mut self, pk: i64, sequence: usize, event: &UserEvent) -> Result<(), StoreError> {
         let payload = serde_json::to_value(event)
             .map_err(|e| StoreError::EventStore(format!("user {pk}: {e}")))?;
+        self.pks.push(pk);
         self.ids.push(pk.to_string());
         self.sequences.push(sequence as i64);
         self.types.push(event.event_type());
@@ -367,4 +401,143 @@ impl EventRows {
         self.payloads.push(payload);
         Ok(())
     }
+}
+
+/// Seal the personal fields of `rows` with their users' data keys (created for users
+/// who have none yet), in the transaction that inserts them: if it rolls back (a lost
+/// race, an erasure in between), so does a key created for it. Without a keyring
+/// installed, rows stay as they are.
+async fn seal_rows(conn: &mut PgConnection, rows: &mut EventRows) -> Result<(), StoreError> {
+    let Some(keyring) = privacy::keyring() else {
+        return Ok(());
+    };
+    let mut pks: Vec<i64> = rows
+        .pks
+        .iter()
+        .zip(&rows.payloads)
+        .filter(|(_, payload)| inner(payload).is_some_and(privacy::has_plaintext))
+        .map(|(pk, _)| *pk)
+        .collect();
+    if pks.is_empty() {
+        return Ok(());
+    }
+    pks.sort_unstable();
+    pks.dedup();
+    let keys = data_keys(conn, &keyring, &pks).await?;
+    for ((pk, sequence), payload) in rows.pks.iter().zip(&rows.sequences).zip(&mut rows.payloads) {
+        if let (Some(key), Some(inner)) = (keys.get(pk), inner_mut(payload)) {
+            privacy::seal(inner, key, *pk, *sequence)?;
+        }
+    }
+    Ok(())
+}
+
+/// The data keys of `pks`, each created (and stored wrapped) if it has none.
+pub(crate) async fn data_keys(
+    conn: &mut PgConnection,
+    keyring: &privacy::Keyring,
+    pks: &[i64],
+) -> Result<HashMap<i64, std::sync::Arc<privacy::DataKey>>, StoreError> {
+    let mut created_pks = Vec::new();
+    let mut created_keys = Vec::new();
+    let existing: Vec<i64> =
+        sqlx::query_scalar("SELECT user_pk FROM user_data_keys WHERE user_pk = ANY($1)")
+            .bind(pks)
+            .fetch_all(&mut *conn)
+            .await?;
+    for pk in pks.iter().filter(|pk| !existing.contains(pk)) {
+        let (_, wrapped) = keyring.new_data_key(*pk);
+        created_pks.push(*pk);
+        created_keys.push(wrapped);
+    }
+    if !created_pks.is_empty() {
+        // A concurrent writer may create the same user's key first: its key wins (we
+        // wait for its commit here), and is read back below.
+        sqlx::query(
+            "INSERT INTO user_data_keys (user_pk, wrapped_key, kek_id)
+             SELECT t.pk, t.key, $3 FROM UNNEST($1::bigint[], $2::bytea[]) AS t(pk, key)
+             ON CONFLICT (user_pk) DO NOTHING",
+        )
+        .bind(&created_pks)
+        .bind(&created_keys)
+        .bind(keyring.current().id())
+        .execute(&mut *conn)
+        .await?;
+    }
+    let rows: Vec<(i64, Vec<u8>, String)> = sqlx::query_as(
+        "SELECT user_pk, wrapped_key, kek_id FROM user_data_keys WHERE user_pk = ANY($1)",
+    )
+    .bind(pks)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut keys = HashMap::with_capacity(rows.len());
+    for (pk, wrapped, kek_id) in rows {
+        keys.insert(pk, keyring.data_key(pk, &wrapped, &kek_id)?);
+    }
+    Ok(keys)
+}
+
+/// The lock a user's key and plaintext are changed under by erasure and by
+/// `encrypt-events` (which appends no event, so the events' primary key cannot order it
+/// against an erasure). Taken in pk order: two holders of several never deadlock.
+pub(crate) async fn lock_users(conn: &mut PgConnection, pks: &[i64]) -> Result<(), StoreError> {
+    let mut pks = pks.to_vec();
+    pks.sort_unstable();
+    pks.dedup();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('idsync:user-key:' || pk, 0))
+           FROM UNNEST($1::bigint[]) AS t(pk) ORDER BY pk",
+    )
+    .bind(&pks)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Forget these users' personal data: their keys, and the plaintext personal fields of
+/// events written before encryption.
+async fn forget(conn: &mut PgConnection, pks: &[i64]) -> Result<(), StoreError> {
+    lock_users(conn, pks).await?;
+    sqlx::query("DELETE FROM user_data_keys WHERE user_pk = ANY($1)")
+        .bind(pks)
+        .execute(&mut *conn)
+        .await?;
+    let ids: Vec<String> = pks.iter().map(i64::to_string).collect();
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT global_position, event_type, payload::text FROM events
+          WHERE aggregate_type = $1 AND aggregate_id = ANY($2)
+            AND (payload::jsonb -> event_type) ?| array['username', 'email', 'name', 'uid']",
+    )
+    .bind(<User as Aggregate>::TYPE)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (position, _, payload) in rows {
+        let mut value: Value = serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
+            position,
+            reason: e.to_string(),
+        })?;
+        if let Some(inner) = inner_mut(&mut value) {
+            privacy::strip(inner);
+        }
+        sqlx::query("UPDATE events SET payload = $2::jsonb::json WHERE global_position = $1")
+            .bind(position)
+            .bind(&value)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The event's own object inside its tagged payload (`{"UserUpdated": {...}}`).
+pub(crate) fn inner(payload: &Value) -> Option<&serde_json::Map<String, Value>> {
+    payload.as_object()?.values().next()?.as_object()
+}
+
+pub(crate) fn inner_mut(payload: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
+    payload
+        .as_object_mut()?
+        .values_mut()
+        .next()?
+        .as_object_mut()
 }

@@ -9,6 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, Row};
 
 use crate::StoreError;
+use crate::privacy::{self, Erased, StoredKey};
 
 /// The contract's feed item (docs/contract.md): what SSE `data:`, a WebSocket `event` message and an
 /// `/api/events` entry carry.
@@ -20,7 +21,8 @@ pub struct FeedItem {
     pub user_pk: i64,
     pub sequence: i64,
     pub recorded_at: DateTime<Utc>,
-    /// `UserRegistered`: the user; `UserUpdated`: `pk` and the changed fields; `UserDeleted`: `pk`.
+    /// `UserRegistered`: the user; `UserUpdated`: `pk` and the changed fields; `UserDeleted`,
+    /// `UserErased`: `pk`. An erased user's personal fields are `null`, with `"erased": true`.
     #[schema(value_type = Object)]
     pub data: Value,
     /// `source` (`webhook` or `reconcile`), `event_id` when known, `received_at`.
@@ -31,7 +33,9 @@ pub struct FeedItem {
 /// Upper bound on one page, whatever a caller asks for.
 pub const MAX_PAGE: i64 = 1000;
 
-const SELECT: &str = "SELECT global_position, event_type, aggregate_id, sequence, recorded_at, payload, metadata FROM events";
+/// Each event with its user's data key (none once erased) to open sealed fields with.
+const SELECT: &str = "SELECT e.global_position, e.event_type, e.aggregate_id, e.sequence, e.recorded_at, e.payload, e.metadata, k.wrapped_key, k.kek_id
+  FROM events e LEFT JOIN user_data_keys k ON k.user_pk = e.aggregate_id::bigint";
 
 /// UNPREPARED: the feed reads below run as unnamed statements, not cached prepared
 /// ones. A prepared statement switches to a generic plan after five runs when Postgres
@@ -59,7 +63,7 @@ pub async fn read_after_unbounded<'e>(
     limit: i64,
 ) -> Result<Vec<FeedItem>, StoreError> {
     let rows = sqlx::query(&format!(
-        "{SELECT} WHERE aggregate_type = $1 AND global_position > $2 ORDER BY global_position LIMIT $3"
+        "{SELECT} WHERE e.aggregate_type = $1 AND e.global_position > $2 ORDER BY e.global_position LIMIT $3"
     ))
     // Planned for its parameters every time (see UNPREPARED).
     .persistent(false)
@@ -87,8 +91,11 @@ pub struct RawEvent<'r> {
     pub position: i64,
     pub event_type: &'r str,
     pub user_pk: i64,
+    pub sequence: i64,
     pub recorded_at: DateTime<Utc>,
     pub payload: &'r str,
+    /// The user's data key, to open sealed personal fields (None once erased).
+    pub key: Option<StoredKey<'r>>,
 }
 
 impl RawBatch {
@@ -117,12 +124,18 @@ impl RawBatch {
                 position,
                 reason: format!("aggregate id {aggregate_id:?} is not a pk"),
             })?;
+            let wrapped: Option<&[u8]> = row.try_get(6)?;
+            let kek_id: Option<&str> = row.try_get(7)?;
             Ok(RawEvent {
                 position,
                 event_type: row.try_get(1)?,
                 user_pk,
+                sequence: row.try_get(5)?,
                 recorded_at: row.try_get(3)?,
                 payload: row.try_get(4)?,
+                key: wrapped
+                    .zip(kek_id)
+                    .map(|(wrapped, kek_id)| StoredKey { wrapped, kek_id }),
             })
         })
     }
@@ -136,10 +149,11 @@ pub async fn read_raw_after<'e>(
     limit: i64,
 ) -> Result<RawBatch, StoreError> {
     let rows = sqlx::query(
-        "SELECT global_position, event_type, aggregate_id, recorded_at, payload::text
-           FROM events
-          WHERE aggregate_type = $1 AND global_position > $2
-          ORDER BY global_position LIMIT $3",
+        "SELECT e.global_position, e.event_type, e.aggregate_id, e.recorded_at, e.payload::text,
+                e.sequence, k.wrapped_key, k.kek_id
+           FROM events e LEFT JOIN user_data_keys k ON k.user_pk = e.aggregate_id::bigint
+          WHERE e.aggregate_type = $1 AND e.global_position > $2
+          ORDER BY e.global_position LIMIT $3",
     )
     // Planned for its parameters every time (see UNPREPARED).
     .persistent(false)
@@ -159,7 +173,7 @@ pub async fn read_user_after<'e>(
     limit: i64,
 ) -> Result<Vec<FeedItem>, StoreError> {
     let rows = sqlx::query(&format!(
-        "{SELECT} WHERE aggregate_type = $1 AND aggregate_id = $2 AND global_position > $3 ORDER BY global_position LIMIT $4"
+        "{SELECT} WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.global_position > $3 ORDER BY e.global_position LIMIT $4"
     ))
     // Planned for its parameters every time (see UNPREPARED).
     .persistent(false)
@@ -190,12 +204,23 @@ fn to_item(row: &sqlx::postgres::PgRow) -> Result<FeedItem, StoreError> {
         .parse()
         .map_err(|_| corrupt(format!("aggregate id {aggregate_id:?} is not a pk")))?;
     let payload: Value = row.try_get("payload")?;
+    let sequence: i64 = row.try_get("sequence")?;
+    let mut data = unwrap_payload(&event_type, payload).map_err(corrupt)?;
+    if let Value::Object(inner) = &mut data {
+        let wrapped: Option<&[u8]> = row.try_get("wrapped_key")?;
+        let kek_id: Option<&str> = row.try_get("kek_id")?;
+        let key = wrapped
+            .zip(kek_id)
+            .map(|(wrapped, kek_id)| StoredKey { wrapped, kek_id });
+        // An erased user's fields come out `null` with `"erased": true`, never an error.
+        privacy::open(inner, user_pk, sequence, key, Erased::Null)?;
+    }
     Ok(FeedItem {
         position,
-        data: unwrap_payload(&event_type, payload).map_err(corrupt)?,
+        data,
         event_type,
         user_pk,
-        sequence: row.try_get("sequence")?,
+        sequence,
         recorded_at: row.try_get("recorded_at")?,
         metadata: row.try_get("metadata")?,
     })

@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod db;
+pub mod erasure;
 mod error;
 pub mod event_store;
 pub mod feed;
@@ -12,10 +13,11 @@ pub mod groups;
 pub mod inbox;
 pub mod locks;
 pub mod notify;
+pub mod privacy;
 pub mod projections;
 pub mod tickets;
 
 pub use error::StoreError;
-pub use event_store::{AppendedEvent, EventStore};
+pub use event_store::{AppendedEvent, EraseOutcome, EventStore};
 pub use feed::FeedItem;
 pub use notify::{FeedSignal, Notifier, Watermarks};

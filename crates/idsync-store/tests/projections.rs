@@ -58,7 +58,7 @@ async fn write_history(store: &EventStore, users: std::ops::RangeInclusive<i64>,
 }
 
 async fn read_model(pool: &PgPool) -> Vec<UserRow> {
-    sqlx::query_as("SELECT pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position FROM users ORDER BY pk")
+    sqlx::query_as("SELECT pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position, erased FROM users ORDER BY pk")
         .fetch_all(pool)
         .await
         .expect("users")
@@ -319,7 +319,7 @@ async fn only_one_projector_is_active_and_a_standby_takes_over(pool: PgPool) {
 }
 
 async fn table_rows(pool: &PgPool, table: &str) -> Vec<UserRow> {
-    sqlx::query_as(&format!("SELECT pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position FROM {table} ORDER BY pk"))
+    sqlx::query_as(&format!("SELECT pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position, erased FROM {table} ORDER BY pk"))
         .fetch_all(pool)
         .await
         .expect("rows")

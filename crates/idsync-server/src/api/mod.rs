@@ -28,6 +28,8 @@ pub struct ApiState {
     pub users_cache: Arc<UsersCache>,
     /// Syncs a caller's user at once when it is unknown (with Authentik configured).
     pub on_demand: Option<Arc<OnDemand>>,
+    /// Commands of the admin API (erasure).
+    pub store: Arc<idsync_store::EventStore>,
 }
 
 pub(crate) fn routes<S>() -> OpenApiRouter<S>
@@ -41,6 +43,7 @@ where
         .routes(routes!(whoami))
         .routes(routes!(list_users))
         .routes(routes!(get_user))
+        .routes(routes!(erase_personal_data))
         .routes(routes!(user_events))
         .routes(routes!(list_events))
         .routes(routes!(create_stream_ticket))
@@ -357,6 +360,38 @@ async fn get_user(
     user_json(&state, pk)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no user {pk}")))
+}
+
+/// Forget a user's personal data (right to erasure, admins only): its data key is
+/// destroyed and `UserErased` appended; from then on its personal fields read as `null`
+/// with `"erased": true`, in the API, the feeds and after replay. Idempotent.
+#[utoipa::path(delete, path = "/api/users/{pk}/personal-data", tag = "users", security(("bearer" = [])),
+    params(("pk" = i64, Path, description = "Authentik's user pk")),
+    responses(
+        (status = 204, description = "erased (or erased before)"),
+        (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such user in the event log", body = ErrorBody),
+        (status = 503, description = "OIDC not configured, the issuer unreachable, or the database unavailable", body = ErrorBody),
+    ))]
+async fn erase_personal_data(
+    State(state): State<ApiState>,
+    AuthUser(caller): AuthUser,
+    Path(pk): Path<i64>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    caller.require_admin()?;
+    let metadata =
+        idsync_domain::EventMetadata::new(idsync_domain::Source::Erasure, None, chrono::Utc::now());
+    match state.store.erase(pk, &metadata).await {
+        Ok(outcome) => {
+            tracing::info!(pk, ?outcome, admin = %caller.claims.sub, "personal data erased");
+            Ok(axum::http::StatusCode::NO_CONTENT)
+        }
+        Err(idsync_store::StoreError::Domain(idsync_domain::UserError::Unknown { .. })) => {
+            Err(ApiError::NotFound(format!("no user {pk}")))
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// One user's events, oldest first (admins, or the user themself).

@@ -32,6 +32,7 @@ pub async fn run(global: &GlobalArgs, args: ReconcileArgs) -> Result<(), CliErro
     if !problems.is_empty() {
         return Err(CliError::Config(problems.join("; ")));
     }
+    super::privacy::install(global, &pool).await?;
     // A dry run writes nothing, so it may run beside a real one; a real run must not
     // race serve's periodic reconcile (harmless, the aggregate decides, but twice the
     // work and confusing summaries).
@@ -62,7 +63,7 @@ pub async fn run(global: &GlobalArgs, args: ReconcileArgs) -> Result<(), CliErro
         batches_in_flight: Options::default().batches_in_flight.min(connections),
         ..Options::default()
     };
-    let store = EventStore::new(pool.clone());
+    let store = EventStore::new(pool.clone()).with_erase_on_delete(global.erase_on_delete);
     let printer = ProgressPrinter::new();
     let result = reconcile::reconcile(&pool, &store, &client, &options, &|p| printer.show(p)).await;
     if let Some(lock) = lock {

@@ -22,6 +22,7 @@ pub async fn run(global: &GlobalArgs, args: ReplayArgs) -> Result<(), CliError> 
     if !problems.is_empty() {
         return Err(CliError::Config(problems.join("; ")));
     }
+    super::privacy::install(global, &pool).await?;
     let report = match args.projection.as_str() {
         UsersProjection::NAME => rebuild(&UsersProjection, &pool, args.batch_size).await?,
         other => {

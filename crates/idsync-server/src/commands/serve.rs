@@ -65,14 +65,22 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         admin_group: args.admin_group.clone(),
     });
 
+    // A malformed IDSYNC_DATA_KEY stops us here; whether it fits the data is checked
+    // once the database answers (bootstrap). A configured key serves readers at once.
+    if let Some(keyring) = super::privacy::configured(global)? {
+        idsync_store::privacy::install(Some(keyring));
+    }
     let cancel = CancellationToken::new();
     shutdown::cancel_on_signal(cancel.clone());
+    // Why bootstrap stopped the process, if it did (the data key does not fit the data).
+    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
 
     let pool = db::lazy_pool(&global.database_url, &global.pool_config())?;
     let readiness = Readiness::default();
     let tracker = TaskTracker::new();
     let wake_sync = Arc::new(tokio::sync::Notify::new());
-    let store = Arc::new(EventStore::new(pool.clone()));
+    let store =
+        Arc::new(EventStore::new(pool.clone()).with_erase_on_delete(global.erase_on_delete));
     // Periodic reconcile shares the Syncer's client; none without Authentik or with interval 0.
     let reconcile = authentik.clone().and_then(|client| {
         crate::reconcile::Periodic::new(
@@ -122,7 +130,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     let addr = listener.local_addr()?;
 
     tracker.spawn(bootstrap(
-        global.database_url.clone(),
+        global.clone(),
         Background {
             pool: pool.clone(),
             notifier: notifier.clone(),
@@ -130,6 +138,9 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
             syncer,
             reconcile,
             auth: auth.clone(),
+            store: store.clone(),
+            erase_after: args.erase_after.filter(|d| !d.is_zero()),
+            fatal: fatal.clone(),
         },
         readiness.clone(),
         cancel.clone(),
@@ -161,6 +172,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
             pool: pool.clone(),
             users_cache,
             on_demand,
+            store,
         },
         feeds: FeedState {
             pool: pool.clone(),
@@ -189,7 +201,11 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     }
     let _ = tokio::time::timeout(Duration::from_millis(500), pool.close()).await;
     tracing::info!("stopped");
-    Ok(())
+    let fatal = fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match fatal {
+        Some(why) => Err(CliError::Config(why)),
+        None => Ok(()),
+    }
 }
 
 /// The work that runs beside the HTTP server once the database is ready.
@@ -200,13 +216,16 @@ struct Background {
     syncer: Option<Arc<Syncer>>,
     reconcile: Option<crate::reconcile::Periodic>,
     auth: Arc<crate::auth::Auth>,
+    store: Arc<EventStore>,
+    erase_after: Option<Duration>,
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Bring the database up to date, then start the work that needs it. Retried with
 /// backoff rather than fatal: in a compose stack idsync may start before Postgres
 /// accepts connections, and meanwhile `/readyz` says why it is not ready.
 async fn bootstrap(
-    url: String,
+    global: GlobalArgs,
     background: Background,
     readiness: Readiness,
     cancel: CancellationToken,
@@ -219,7 +238,11 @@ async fn bootstrap(
         syncer,
         reconcile,
         auth,
+        store,
+        erase_after,
+        fatal,
     } = background;
+    let url = global.database_url.clone();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     readiness.set("startup", "applying database migrations");
     loop {
@@ -228,8 +251,6 @@ async fn bootstrap(
                 if !report.applied.is_empty() {
                     tracing::info!(applied = ?report.applied, "migrations applied");
                 }
-                readiness.mark_schema_ready();
-                readiness.clear("startup");
                 break;
             }
             Err(err) => {
@@ -241,6 +262,35 @@ async fn bootstrap(
             }
         }
     }
+    // Nothing reads or writes events before the key is known to fit the data: a wrong
+    // key must stop the process, not seal new events with a key nobody has.
+    loop {
+        match super::privacy::install(&global, &pool).await {
+            Ok(()) => break,
+            Err(CliError::Store(err)) if err.is_unavailable() => {
+                readiness.set("startup", format!("cannot check the data key: {err}"));
+                if !backoff.wait(&cancel).await {
+                    return;
+                }
+            }
+            Err(err) => {
+                let why = err.to_string();
+                tracing::error!("{why}");
+                *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                cancel.cancel();
+                return;
+            }
+        }
+    }
+    readiness.mark_schema_ready();
+    readiness.clear("startup");
+    tracker.spawn(privacy_jobs(
+        pool.clone(),
+        store,
+        erase_after,
+        readiness.clone(),
+        cancel.clone(),
+    ));
     tracker.spawn(projector::run(
         UsersProjection,
         pool.clone(),
@@ -263,6 +313,74 @@ async fn bootstrap(
     if let Some(syncer) = syncer {
         for slot in 0..syncer.concurrency() {
             tracker.spawn(syncer.clone().run(slot, cancel.clone()));
+        }
+    }
+}
+
+/// Until `idsync encrypt-events` has run, `/readyz` warns that personal fields written
+/// before encryption are still in plaintext (checked every minute until none is left).
+/// With IDSYNC_ERASE_AFTER, erases users deleted longer ago than that (every 5 minutes;
+/// erasure is idempotent, so two processes doing it at once is only wasted work).
+async fn privacy_jobs(
+    pool: PgPool,
+    store: Arc<EventStore>,
+    erase_after: Option<Duration>,
+    readiness: Readiness,
+    cancel: CancellationToken,
+) {
+    const PLAINTEXT_CHECK: Duration = Duration::from_secs(60);
+    const ERASE_EVERY: Duration = Duration::from_secs(300);
+    let mut plaintext = true;
+    let mut next_erase = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if plaintext {
+            match idsync_store::erasure::plaintext_remains(&pool).await {
+                Ok(true) => readiness.warn(
+                    "plaintext",
+                    "events written before encryption still hold personal fields in plaintext:                      run `idsync encrypt-events`",
+                ),
+                Ok(false) => {
+                    readiness.clear_warning("plaintext");
+                    plaintext = false;
+                }
+                Err(err) => tracing::debug!(error = %err, "cannot check for plaintext events"),
+            }
+        }
+        if let Some(after) = erase_after
+            && tokio::time::Instant::now() >= next_erase
+        {
+            next_erase = tokio::time::Instant::now() + ERASE_EVERY;
+            match idsync_store::erasure::due_for_erasure(&pool, after, 1000).await {
+                Ok(pks) => {
+                    let metadata = idsync_domain::EventMetadata::new(
+                        idsync_domain::Source::Erasure,
+                        None,
+                        chrono::Utc::now(),
+                    );
+                    for pk in pks {
+                        match store.erase(pk, &metadata).await {
+                            Ok(_) => tracing::info!(
+                                pk,
+                                "erased: deleted longer ago than IDSYNC_ERASE_AFTER"
+                            ),
+                            Err(err) => tracing::warn!(pk, error = %err, "cannot erase user yet"),
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot list users due for erasure"),
+            }
+        }
+        if !plaintext && erase_after.is_none() {
+            return;
+        }
+        let pause = if plaintext {
+            PLAINTEXT_CHECK
+        } else {
+            ERASE_EVERY
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }

@@ -496,6 +496,8 @@ impl<D: Directory> Runner<'_, D> {
                 UserEvent::UserRegistered(_) => ChangeKind::Register,
                 UserEvent::UserUpdated { changes, .. } => ChangeKind::Update(fields(changes)),
                 UserEvent::UserDeleted(_) => ChangeKind::Delete,
+                // Follows a delete (IDSYNC_ERASE_ON_DELETE): the change is the delete.
+                UserEvent::UserErased(_) => continue,
             });
         }
         if let Some(kind) = &kind {

@@ -91,6 +91,9 @@ enum Finished {
     GroupRefresh {
         users: usize,
     },
+    /// The user's personal data was erased (a delete with IDSYNC_ERASE_ON_DELETE appends
+    /// `UserDeleted` first, so this is an erasure on its own).
+    Erased,
 }
 
 impl Finished {
@@ -106,6 +109,7 @@ impl Finished {
             Finished::GroupUnknown => "group_unknown",
             // The count stays out of the label: one series, not one per group size.
             Finished::GroupRefresh { .. } => "group_refresh",
+            Finished::Erased => "erased",
         }
     }
 
@@ -115,6 +119,7 @@ impl Finished {
             Some(EventKind::UserRegistered) => Finished::Registered,
             Some(EventKind::UserUpdated) => Finished::Updated,
             Some(EventKind::UserDeleted) => Finished::Deleted,
+            Some(EventKind::UserErased) => Finished::Erased,
             None if action == Action::Deleted.as_str() => Finished::AlreadyAbsent,
             None => Finished::Unchanged,
         }

@@ -55,6 +55,13 @@ pub(crate) fn binary() -> Command {
         // The start-up reconcile would register the stub's users behind a test's back;
         // tests of it set this themselves.
         .env("IDSYNC_RECONCILE_START_DELAY", "1h")
+        // The development data key, chosen explicitly as scripts/run does: every process
+        // of a test (serve, replay, reconcile...) reads what the others encrypted. Tests
+        // of the key itself remove or replace it.
+        .env("IDSYNC_DATA_KEY", "development")
+        // Tests written before erasure count and read the events of deleted users;
+        // erasure's own tests (privacy.rs) turn it back on.
+        .env("IDSYNC_ERASE_ON_DELETE", "false")
         .kill_on_drop(true);
     cmd
 }

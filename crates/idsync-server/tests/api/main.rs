@@ -12,6 +12,7 @@ mod helpers;
 mod hostile;
 mod intake;
 mod migrate;
+mod privacy;
 mod projections;
 mod reconcile;
 mod startup;

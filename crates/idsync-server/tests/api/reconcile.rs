@@ -71,20 +71,9 @@ async fn settled(pool: &PgPool) {
     .await;
 }
 
-/// (pk, type, data, metadata) in global order.
+/// (pk, type, data, metadata) in global order, personal fields opened.
 async fn events(pool: &PgPool) -> Vec<(i64, String, Value, Value)> {
-    let rows: Vec<(String, String, Value, Value)> = sqlx::query_as(
-        "SELECT aggregate_id, event_type, payload::jsonb, metadata::jsonb FROM events ORDER BY global_position",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("events");
-    rows.into_iter()
-        .map(|(id, t, payload, meta)| {
-            let data = payload[&t].clone();
-            (id.parse().expect("pk"), t, data, meta)
-        })
-        .collect()
+    crate::sync::events(pool).await
 }
 
 /// The read model as text, to compare before and after.
@@ -328,6 +317,8 @@ async fn a_user_missing_from_the_listing_is_deleted_only_when_authentik_says_404
         .collect(),
         fetched: Mutex::new(Vec::new()),
     };
+    // Reads and writes what the binary encrypted, with the same development key.
+    crate::privacy::development_keyring();
     let store = EventStore::new(pool.clone());
     let report = reconcile::reconcile(&pool, &store, &directory, &Options::default(), &|_| {})
         .await

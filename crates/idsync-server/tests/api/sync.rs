@@ -56,22 +56,15 @@ pub(crate) async fn settled(pool: &PgPool, within: Duration) {
 }
 
 /// (pk, type, data, metadata) in global order.
+/// Read as idsync's readers read them: personal fields opened with the development key
+/// the test binaries use (see `helpers::binary`).
 pub(crate) async fn events(pool: &PgPool) -> Vec<(i64, String, Value, Value)> {
-    let rows: Vec<(String, String, Value, Value)> = sqlx::query_as(
-        "SELECT aggregate_id, event_type, payload::jsonb, metadata::jsonb FROM events ORDER BY global_position",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("events");
-    rows.into_iter()
-        .map(|(id, t, payload, meta)| {
-            (
-                id.parse().expect("pk"),
-                t.clone(),
-                payload[&t].clone(),
-                meta,
-            )
-        })
+    crate::privacy::development_keyring();
+    idsync_store::feed::read_after_unbounded(pool, 0, i64::MAX)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|item| (item.user_pk, item.event_type, item.data, item.metadata))
         .collect()
 }
 

@@ -15,14 +15,21 @@ use super::replay::RebuildProgress;
 use crate::feed::{self, RawEvent};
 use crate::{FeedItem, StoreError};
 
-/// A row of `users`, serialised as the contract's user (docs/contract.md).
-#[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize, utoipa::ToSchema)]
+/// A row of `users`, serialised as the contract's user (docs/contract.md). An erased
+/// user's personal fields are empty here and `null` in its JSON, with `"erased": true`.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, utoipa::ToSchema)]
 #[schema(as = User)]
 pub struct UserRow {
     pub pk: i64,
     pub uuid: Uuid,
+    /// null once erased
+    #[schema(value_type = Option<String>)]
     pub username: String,
+    /// null once erased
+    #[schema(value_type = Option<String>)]
     pub email: String,
+    /// null once erased
+    #[schema(value_type = Option<String>)]
     pub name: String,
     pub is_active: bool,
     #[serde(rename = "type")]
@@ -35,9 +42,35 @@ pub struct UserRow {
     /// Authentik's hashed user id (what `sub` carries under its default `sub_mode`);
     /// null for a user registered before idsync kept it, until the next reconcile.
     pub uid: Option<String>,
-    #[serde(skip)]
     #[schema(ignore)]
     pub position: i64,
+    /// The user's personal data was forgotten (right to erasure): `username`, `email`,
+    /// `name` and `uid` are null.
+    pub erased: bool,
+}
+
+/// By hand, for the erased user's nulls; `users_json` writes the same members in the
+/// same order (tests compare the two).
+impl Serialize for UserRow {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let personal = |value: &str| (!self.erased).then(|| value.to_owned());
+        let mut s = serializer.serialize_struct("User", 13)?;
+        s.serialize_field("pk", &self.pk)?;
+        s.serialize_field("uuid", &self.uuid)?;
+        s.serialize_field("username", &personal(&self.username))?;
+        s.serialize_field("email", &personal(&self.email))?;
+        s.serialize_field("name", &personal(&self.name))?;
+        s.serialize_field("is_active", &self.is_active)?;
+        s.serialize_field("type", &self.user_type)?;
+        s.serialize_field("groups", &self.groups)?;
+        s.serialize_field("registered_at", &self.registered_at)?;
+        s.serialize_field("updated_at", &self.updated_at)?;
+        s.serialize_field("deleted_at", &self.deleted_at)?;
+        s.serialize_field("uid", &self.uid.as_deref().filter(|_| !self.erased))?;
+        s.serialize_field("erased", &self.erased)?;
+        s.end()
+    }
 }
 
 /// Updates write the same fields as in the aggregate; `date_joined` is `registered_at`.
@@ -89,11 +122,12 @@ impl UserRow {
             deleted_at: None,
             uid: s.uid,
             position,
+            erased: false,
         }
     }
 }
 
-pub(crate) const COLUMNS: &str = "pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position";
+pub(crate) const COLUMNS: &str = "pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position, erased";
 
 /// One user of the read model.
 pub async fn get<'e>(db: impl PgExecutor<'e>, pk: i64) -> Result<Option<UserRow>, StoreError> {
@@ -199,7 +233,7 @@ pub async fn search<'e>(
 }
 
 /// Columns in [`COLUMNS`].
-const COLUMN_COUNT: usize = 13;
+const COLUMN_COUNT: usize = 14;
 
 /// `text` with LIKE's wildcards and escape character taken literally.
 fn escape_like(text: &str) -> String {
@@ -423,7 +457,7 @@ fn copy_row(buf: &mut Vec<u8>, row: &UserRow) -> Result<(), StoreError> {
         buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
         buf.extend_from_slice(bytes);
     }
-    buf.extend_from_slice(&13i16.to_be_bytes());
+    buf.extend_from_slice(&14i16.to_be_bytes());
     field(buf, &row.pk.to_be_bytes());
     field(buf, row.uuid.as_bytes());
     field(buf, row.username.as_bytes());
@@ -460,6 +494,7 @@ fn copy_row(buf: &mut Vec<u8>, row: &UserRow) -> Result<(), StoreError> {
         None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
     }
     field(buf, &row.position.to_be_bytes());
+    field(buf, &[u8::from(row.erased)]);
     Ok(())
 }
 
@@ -495,6 +530,7 @@ enum Change {
     UserRegistered(UserSnapshot),
     UserUpdated(UserChanges),
     UserDeleted(serde::de::IgnoredAny),
+    UserErased(serde::de::IgnoredAny),
 }
 
 impl Change {
@@ -503,7 +539,82 @@ impl Change {
             Change::UserRegistered(_) => "UserRegistered",
             Change::UserUpdated(_) => "UserUpdated",
             Change::UserDeleted(_) => "UserDeleted",
+            Change::UserErased(_) => "UserErased",
         }
+    }
+}
+
+/// A stored event whose personal fields are sealed, as replay reads it. The other fields
+/// are those of `UserSnapshot` and `UserChanges` that are not personal.
+#[derive(Deserialize)]
+#[allow(clippy::enum_variant_names)]
+enum SealedChange {
+    UserRegistered(SealedRegistered),
+    UserUpdated(SealedUpdated),
+}
+
+#[derive(Deserialize)]
+struct SealedRegistered {
+    pk: i64,
+    uuid: Uuid,
+    is_active: bool,
+    #[serde(rename = "type")]
+    user_type: String,
+    groups: Vec<String>,
+    date_joined: DateTime<Utc>,
+    sealed: crate::privacy::Sealed,
+}
+
+#[derive(Deserialize)]
+struct SealedUpdated {
+    uuid: Option<Uuid>,
+    is_active: Option<bool>,
+    #[serde(rename = "type")]
+    user_type: Option<String>,
+    groups: Option<Vec<String>>,
+    date_joined: Option<DateTime<Utc>>,
+    sealed: crate::privacy::Sealed,
+}
+
+impl SealedChange {
+    fn open(
+        self,
+        pk: i64,
+        sequence: i64,
+        key: Option<crate::privacy::StoredKey<'_>>,
+    ) -> Result<Change, StoreError> {
+        use crate::privacy::open_typed;
+        Ok(match self {
+            SealedChange::UserRegistered(r) => {
+                let p = open_typed(&r.sealed, pk, sequence, key)?;
+                Change::UserRegistered(UserSnapshot {
+                    pk: r.pk,
+                    uuid: r.uuid,
+                    username: p.username.unwrap_or_default(),
+                    email: p.email.unwrap_or_default(),
+                    name: p.name.unwrap_or_default(),
+                    is_active: r.is_active,
+                    user_type: r.user_type,
+                    groups: r.groups,
+                    date_joined: r.date_joined,
+                    uid: p.uid,
+                })
+            }
+            SealedChange::UserUpdated(u) => {
+                let p = open_typed(&u.sealed, pk, sequence, key)?;
+                Change::UserUpdated(UserChanges {
+                    uuid: u.uuid,
+                    username: p.username,
+                    email: p.email,
+                    name: p.name,
+                    is_active: u.is_active,
+                    user_type: u.user_type,
+                    groups: u.groups,
+                    date_joined: u.date_joined,
+                    uid: p.uid,
+                })
+            }
+        })
     }
 }
 
@@ -519,8 +630,16 @@ fn fold_raw(rows: &mut HashMap<i64, UserRow>, event: RawEvent<'_>) -> Result<(),
     {
         return Ok(());
     }
-    let change: Change = serde_json::from_str(event.payload)
-        .map_err(|e| corrupt(format!("{}: {e}", event.event_type)))?;
+    let change: Change = if event.payload.contains(crate::privacy::SEALED) {
+        // Sealed personal fields: opened (or blanked, once erased) on the way, typed all
+        // along (no `serde_json::Value`: replay's speed is in this loop).
+        let sealed: SealedChange = serde_json::from_str(event.payload)
+            .map_err(|e| corrupt(format!("{}: {e}", event.event_type)))?;
+        sealed.open(event.user_pk, event.sequence, event.key)?
+    } else {
+        serde_json::from_str(event.payload)
+            .map_err(|e| corrupt(format!("{}: {e}", event.event_type)))?
+    };
     if change.event_type() != event.event_type {
         return Err(corrupt(format!(
             "payload is not tagged {}",
@@ -551,16 +670,18 @@ fn fold(rows: &mut HashMap<i64, UserRow>, item: &FeedItem) -> Result<bool, Store
     {
         return Ok(false);
     }
+    // Erased fields are published as null; rows keep them empty.
+    let blanked = crate::privacy::blank_erased(&item.data);
+    let data = blanked.as_ref().unwrap_or(&item.data);
     let change = match item.event_type.as_str() {
         "UserRegistered" => Change::UserRegistered(
-            UserSnapshot::deserialize(&item.data)
-                .map_err(|e| corrupt(format!("UserRegistered: {e}")))?,
+            UserSnapshot::deserialize(data).map_err(|e| corrupt(format!("UserRegistered: {e}")))?,
         ),
         "UserUpdated" => Change::UserUpdated(
-            UserChanges::deserialize(&item.data)
-                .map_err(|e| corrupt(format!("UserUpdated: {e}")))?,
+            UserChanges::deserialize(data).map_err(|e| corrupt(format!("UserUpdated: {e}")))?,
         ),
         "UserDeleted" => Change::UserDeleted(serde::de::IgnoredAny),
+        "UserErased" => Change::UserErased(serde::de::IgnoredAny),
         other => return Err(corrupt(format!("unknown event type {other}"))),
     };
     fold_change(rows, item.user_pk, item.position, item.recorded_at, change).map_err(corrupt)?;
@@ -595,6 +716,19 @@ fn fold_change(
             row.updated_at = at;
             row.position = position;
         }
+        Change::UserErased(_) => {
+            let Some(row) = rows.get_mut(&pk) else {
+                return Err("UserErased for a user never registered".to_owned());
+            };
+            // No plaintext copy is left in the read model either.
+            row.username.clear();
+            row.email.clear();
+            row.name.clear();
+            row.uid = None;
+            row.erased = true;
+            row.updated_at = at;
+            row.position = position;
+        }
     }
     Ok(())
 }
@@ -620,6 +754,7 @@ async fn upsert<'r>(
         cols.deleted_at.push(r.deleted_at);
         cols.uid.push(r.uid.as_deref());
         cols.position.push(r.position);
+        cols.erased.push(r.erased);
     }
     if cols.pk.is_empty() {
         return Ok(());
@@ -627,17 +762,17 @@ async fn upsert<'r>(
     sqlx::query(&format!(
         "INSERT INTO {table} ({COLUMNS})
          SELECT pk, uuid, username, email, name, is_active, type,
-                groups::text[], registered_at, updated_at, deleted_at, uid, position
+                groups::text[], registered_at, updated_at, deleted_at, uid, position, erased
            FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[],
                        $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[],
-                       $13::bigint[])
-                AS t(pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position)
+                       $13::bigint[], $14::bool[])
+                AS t(pk, uuid, username, email, name, is_active, type, groups, registered_at, updated_at, deleted_at, uid, position, erased)
          ON CONFLICT (pk) DO UPDATE SET
              uuid = EXCLUDED.uuid, username = EXCLUDED.username, email = EXCLUDED.email,
              name = EXCLUDED.name, is_active = EXCLUDED.is_active, type = EXCLUDED.type,
              groups = EXCLUDED.groups, registered_at = EXCLUDED.registered_at,
              updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at,
-             uid = EXCLUDED.uid, position = EXCLUDED.position"
+             uid = EXCLUDED.uid, position = EXCLUDED.position, erased = EXCLUDED.erased"
     ))
     .bind(&cols.pk)
     .bind(&cols.uuid)
@@ -652,6 +787,7 @@ async fn upsert<'r>(
     .bind(&cols.deleted_at)
     .bind(&cols.uid)
     .bind(&cols.position)
+    .bind(&cols.erased)
     .execute(conn)
     .await?;
     Ok(())
@@ -693,6 +829,7 @@ struct Columns<'r> {
     deleted_at: Vec<Option<DateTime<Utc>>>,
     uid: Vec<Option<&'r str>>,
     position: Vec<i64>,
+    erased: Vec<bool>,
 }
 
 #[cfg(test)]

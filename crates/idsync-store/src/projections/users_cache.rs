@@ -275,6 +275,7 @@ mod tests {
             deleted_at: None,
             uid: None,
             position,
+            erased: false,
         }
     }
 

@@ -29,6 +29,14 @@ pub(crate) fn write_user(out: &mut Vec<u8>, row: &PgRow) -> Result<i64, StoreErr
     let updated_at: DateTime<Utc> = row.try_get(9)?;
     let deleted_at: Option<DateTime<Utc>> = row.try_get(10)?;
     let uid: Option<&str> = row.try_get(11)?;
+    let erased: bool = row.try_get(13)?;
+    let personal = |out: &mut Vec<u8>, text: &str| {
+        if erased {
+            out.extend_from_slice(b"null");
+        } else {
+            string(out, text);
+        }
+    };
 
     out.extend_from_slice(b"{\"pk\":");
     out.extend_from_slice(itoa::Buffer::new().format(pk).as_bytes());
@@ -39,11 +47,11 @@ pub(crate) fn write_user(out: &mut Vec<u8>, row: &PgRow) -> Result<i64, StoreErr
             .as_bytes(),
     );
     out.extend_from_slice(b"\",\"username\":");
-    string(out, username);
+    personal(out, username);
     out.extend_from_slice(b",\"email\":");
-    string(out, email);
+    personal(out, email);
     out.extend_from_slice(b",\"name\":");
-    string(out, name);
+    personal(out, name);
     out.extend_from_slice(if is_active {
         b",\"is_active\":true,\"type\":"
     } else {
@@ -68,10 +76,14 @@ pub(crate) fn write_user(out: &mut Vec<u8>, row: &PgRow) -> Result<i64, StoreErr
     }
     out.extend_from_slice(b",\"uid\":");
     match uid {
-        Some(uid) => string(out, uid),
-        None => out.extend_from_slice(b"null"),
+        Some(uid) if !erased => string(out, uid),
+        _ => out.extend_from_slice(b"null"),
     }
-    out.push(b'}');
+    out.extend_from_slice(if erased {
+        b",\"erased\":true}"
+    } else {
+        b",\"erased\":false}"
+    });
     Ok(pk)
 }
 
