@@ -12,7 +12,7 @@
 #   postgres/   POSTGRES_UID   postgres_password authentik_db_password idsync_db_password
 #   authentik/  AUTHENTIK_UID  secret_key db_password bootstrap_password bootstrap_token
 #                              webhook_secret authentik_token gateway_client_secret
-#   idsync/     IDSYNC_UID     database_url webhook_secret authentik_token
+#   idsync/     IDSYNC_UID     database_url webhook_secret authentik_token data_key
 #   apisix/     APISIX_UID     gateway_client_secret session_secret
 #
 # Every file is 0600 and every service directory 0700, owned by the user id that service
@@ -28,6 +28,10 @@
 # that is set (docker compose passes them from a .env file; see docs/deploy.md), else a
 # random one. Random values are [A-Za-z0-9] from /dev/urandom (about 5.95 bits per
 # character; 32 to 64 characters, so 190 to 380 bits).
+#
+# idsync's data key (the key-encryption key of users' personal data, docs/privacy.md)
+# has a format of its own, `v1:` and the standard base64 of 32 random bytes, as
+# `idsync keygen` prints it; it needs base64 (coreutils or busybox) besides.
 #
 # Nothing secret is printed: the output names what was generated or kept.
 set -eu
@@ -123,6 +127,27 @@ for pass in check write; do
     secret idsync_db_password             40   IDSYNC_DB_PASSWORD             16  url
 done
 
+# data_key: `v1:` + base64 of 32 random bytes; a seed must have that shape.
+data_key=$store/idsync_data_key
+if [ ! -s "$data_key" ]; then
+    if [ -n "${IDSYNC_DATA_KEY-}" ]; then
+        case $IDSYNC_DATA_KEY in
+            v1:*) ;;
+            *) die "IDSYNC_DATA_KEY must be v1:<base64 of 32 bytes> (make one with idsync keygen)" ;;
+        esac
+        [ "${#IDSYNC_DATA_KEY}" -eq 47 ] || die "IDSYNC_DATA_KEY must be v1: and 44 base64 characters"
+        write "$data_key" "$IDSYNC_DATA_KEY"
+        say "set idsync_data_key from IDSYNC_DATA_KEY"
+    else
+        key=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+        [ "${#key}" -eq 44 ] || die "could not make a data key (is base64 installed?)"
+        write "$data_key" "v1:$key"
+        say "generated idsync_data_key"
+    fi
+else
+    say "kept idsync_data_key"
+fi
+
 publish postgres "${POSTGRES_UID:-}" \
     postgres_password=postgres_password \
     authentik_db_password=authentik_db_password \
@@ -143,7 +168,8 @@ write "$store/idsync_database_url" \
 publish idsync "${IDSYNC_UID:-}" \
     database_url=idsync_database_url \
     webhook_secret=idsync_webhook_secret \
-    authentik_token=idsync_authentik_token
+    authentik_token=idsync_authentik_token \
+    data_key=idsync_data_key
 
 publish apisix "${APISIX_UID:-}" \
     gateway_client_secret=gateway_client_secret \

@@ -1132,6 +1132,8 @@ const SECRET_FILES: &[ServiceSecrets] = &[
             ("database_url", None),
             ("webhook_secret", Some(48)),
             ("authentik_token", Some(64)),
+            // `v1:` + base64 of 32 bytes, checked below.
+            ("data_key", None),
         ],
     ),
     (
@@ -1316,7 +1318,15 @@ fn generate_secrets_makes_strong_private_secrets_and_prints_none() {
         .filter(|p| !p.ends_with("idsync_database_url"))
         .map(|p| std::fs::read_to_string(p).expect("value"))
         .collect();
-    assert_eq!(distinct.len(), 10, "ten different secrets");
+    assert_eq!(distinct.len(), 11, "eleven different secrets");
+    // idsync's data key has `idsync keygen`'s format: 256 random bits.
+    let data_key = v("idsync/data_key");
+    let encoded = data_key.strip_prefix("v1:").expect("v1: prefix");
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64");
+    assert_eq!(bytes.len(), 32, "{data_key}");
 }
 
 #[test]
