@@ -300,9 +300,11 @@ async fn every_bad_token_is_a_401_with_the_right_challenge(pool: PgPool) {
             let t = w.issuer.token(&spec);
             t[..t.len() - 10].to_owned()
         }),
+        // Past the verifier's 16 KiB limit but inside the 32 KiB request head (a larger
+        // head is answered 431 before any token is read: see hostile.rs).
         (
             "oversized",
-            "a".repeat(20_000) + "." + &"b".repeat(20_000) + "." + &"c".repeat(20_000),
+            "a".repeat(8_000) + "." + &"b".repeat(8_000) + "." + &"c".repeat(8_000),
         ),
     ];
     for (name, token) in cases {
