@@ -9,11 +9,9 @@ use idsync_authentik::webhook::{self, Action, Format, Notice, Parsed, Subject, p
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value, json};
 
+/// proptest's default: 256 cases per property, or `PROPTEST_CASES` for a longer search.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig::default()
 }
 
 /// Any JSON value, a few levels deep.

@@ -56,7 +56,7 @@ pub(crate) fn decode_userinfo(raw: &str) -> Option<serde_json::Map<String, Value
 
 /// Claims for a gateway-identified caller, from UserInfo (`sub`, `preferred_username`,
 /// `email`, `name`, `groups`). A userinfo without `sub` or a name is not an identity.
-pub(super) fn gateway_claims(info: &serde_json::Map<String, Value>) -> Option<Claims> {
+pub(crate) fn gateway_claims(info: &serde_json::Map<String, Value>) -> Option<Claims> {
     let text = |k: &str| info.get(k).and_then(Value::as_str).map(str::to_owned);
     let preferred_username = text("preferred_username");
     let email = text("email");
@@ -151,7 +151,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig::default())]
 
             /// Whatever a gateway sends: an answer, never a panic.
             #[test]

@@ -199,7 +199,7 @@ enum End {
 /// Most bytes gathered into one write.
 const MAX_WRITE: usize = 64 * 1024;
 
-fn start_of(headers: &HeaderMap, after: Option<i64>) -> Result<Start, ApiError> {
+pub(crate) fn start_of(headers: &HeaderMap, after: Option<i64>) -> Result<Start, ApiError> {
     // Checked even when Last-Event-ID wins: a bad parameter is refused, not ignored.
     if after.is_some_and(|a| a < 0) {
         return Err(ApiError::InvalidRequest("after must be >= 0".to_owned()));
@@ -253,7 +253,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig::default())]
 
         /// Any header bytes a client can send and any `after`: an answer, never a panic,
         /// and an error exactly when one of them is not a position.
