@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use crate::support::{BoxError, ScratchDb, ms, quantile, serve_with_issuer};
+use crate::support::{BoxError, ScratchDb, ms, quantile, rss_kb, serve_with_issuer};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -35,17 +35,6 @@ pub(crate) async fn run(server_url: &str, args: Args) -> Result<(), BoxError> {
     let result = measure(&db, &args).await;
     db.drop_db().await?;
     result
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 struct Tally {

@@ -16,7 +16,7 @@ use idsync_testkit::oidc::{TestIssuer, TokenSpec};
 use serde_json::json;
 use tokio::sync::RwLock;
 
-use super::cluster::{PgCluster, Replica, Rng, wait_ready};
+use super::cluster::{PgCluster, Replica, Rng, client, settings, wait_ready};
 use super::sse::{Reader, ReaderTally};
 use super::{Row, SECRET, TOKEN};
 use crate::support::BoxError;
@@ -63,7 +63,7 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
             .groups(["authentik Admins"])
             .exp_in(7200),
     );
-    let env: Vec<(String, String)> = [
+    let env = settings(&[
         ("DATABASE_URL", database_url.as_str()),
         ("IDSYNC_WEBHOOK_SECRET", SECRET),
         ("IDSYNC_AUTHENTIK_URL", stub.url().as_str()),
@@ -78,14 +78,8 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
         ("IDSYNC_RECONCILE_INTERVAL", "0"),
         ("IDSYNC_RECONCILE_START_DELAY", "1h"),
         ("IDSYNC_DB_MAX_CONNECTIONS", "12"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .pool_max_idle_per_host(32)
-        .build()?;
+    ]);
+    let http = client(Duration::from_secs(20), Some(32))?;
 
     let mut replicas = Vec::new();
     for _ in 0..3 {

@@ -319,6 +319,18 @@ impl Replica {
     }
 }
 
+impl Replica {
+    /// [`Replica::start`], then wait (up to a minute) until it is ready.
+    pub(super) async fn start_ready(
+        env: &[(String, String)],
+        http: &reqwest::Client,
+    ) -> Result<Self, BoxError> {
+        let replica = Replica::start(env).await?;
+        wait_ready(http, &replica, Duration::from_secs(60)).await?;
+        Ok(replica)
+    }
+}
+
 /// Waits until `GET /readyz` answers 200.
 pub(super) async fn wait_ready(
     http: &reqwest::Client,
@@ -339,16 +351,24 @@ pub(super) async fn wait_ready(
     }
 }
 
-/// Resident set size of a process in KiB (0 if unknown).
-pub(super) fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+/// Settings as owned pairs, for [`Replica::start`].
+pub(super) fn settings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The HTTP client a scenario drives its load with.
+pub(super) fn client(
+    timeout: Duration,
+    idle_per_host: Option<usize>,
+) -> Result<reqwest::Client, BoxError> {
+    let mut builder = reqwest::Client::builder().timeout(timeout);
+    if let Some(idle) = idle_per_host {
+        builder = builder.pool_max_idle_per_host(idle);
+    }
+    Ok(builder.build()?)
 }
 
 /// A small deterministic PRNG (xorshift64*): the scenarios are reproducible from a seed

@@ -14,8 +14,9 @@ use idsync_testkit::oidc::{TestIssuer, TokenSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::cluster::{PgCluster, Replica, rss_kb, wait_ready};
+use super::cluster::{PgCluster, Replica, client, settings};
 use super::{Row, SECRET};
+use crate::support::rss_kb;
 use crate::support::{BoxError, ms, quantile};
 
 pub(super) struct Params {
@@ -30,22 +31,16 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
     let cluster = PgCluster::create().await?;
     let database_url = cluster.url("idsync");
     let issuer = TestIssuer::start().await;
-    let env: Vec<(String, String)> = [
+    let env = settings(&[
         ("DATABASE_URL", database_url.as_str()),
         ("IDSYNC_WEBHOOK_SECRET", SECRET),
         ("IDSYNC_OIDC_ISSUER", issuer.issuer().as_str()),
         ("IDSYNC_OIDC_AUDIENCE", issuer.client_id().as_str()),
         ("IDSYNC_RECONCILE_INTERVAL", "0"),
         ("IDSYNC_FEED_BUFFER", "1024"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let replica = Replica::start(&env).await?;
-    wait_ready(&http, &replica, Duration::from_secs(60)).await?;
+    ]);
+    let http = client(Duration::from_secs(10), None)?;
+    let replica = Replica::start_ready(&env, &http).await?;
     let addr = replica.addr;
     let pid = replica.pid().ok_or("no pid")?;
     let admin = issuer.token(

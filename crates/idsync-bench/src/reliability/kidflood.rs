@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use idsync_testkit::oidc::{TestIssuer, TokenSpec};
 
-use super::cluster::{PgCluster, Replica, wait_ready};
+use super::cluster::{PgCluster, Replica, client, settings};
 use super::{Row, SECRET};
 use crate::support::BoxError;
 
@@ -27,21 +27,15 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
     let cluster = PgCluster::create().await?;
     let database_url = cluster.url("idsync");
     let issuer = TestIssuer::start().await;
-    let env: Vec<(String, String)> = [
+    let env = settings(&[
         ("DATABASE_URL", database_url.as_str()),
         ("IDSYNC_WEBHOOK_SECRET", SECRET),
         ("IDSYNC_OIDC_ISSUER", issuer.issuer().as_str()),
         ("IDSYNC_OIDC_AUDIENCE", issuer.client_id().as_str()),
         ("IDSYNC_RECONCILE_INTERVAL", "0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()?;
-    let replica = Replica::start(&env).await?;
-    wait_ready(&http, &replica, Duration::from_secs(60)).await?;
+    ]);
+    let http = client(Duration::from_secs(15), None)?;
+    let replica = Replica::start_ready(&env, &http).await?;
     let whoami = replica.url("/api/whoami");
     let spec = TokenSpec::new().sub("1").exp_in(3600);
     let first = http

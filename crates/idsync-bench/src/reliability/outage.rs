@@ -11,7 +11,7 @@ use idsync_testkit::authentik::{AuthentikStub, fixtures};
 use serde_json::json;
 
 use super::chaos::settle;
-use super::cluster::{PgCluster, Replica, wait_ready};
+use super::cluster::{PgCluster, Replica, client, settings};
 use super::{Row, SECRET, TOKEN};
 use crate::support::{BoxError, ms, quantile};
 
@@ -42,7 +42,7 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
     let stub = AuthentikStub::start(TOKEN).await;
     let users = 2_000i64;
     stub.upsert_many((1..=users).map(|pk| fixtures::user(pk).json()));
-    let env: Vec<(String, String)> = [
+    let env = settings(&[
         ("DATABASE_URL", database_url.as_str()),
         ("IDSYNC_WEBHOOK_SECRET", SECRET),
         ("IDSYNC_AUTHENTIK_URL", stub.url().as_str()),
@@ -51,16 +51,9 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
         ("IDSYNC_SYNC_RETRY_MAX", "2s"),
         ("IDSYNC_RECONCILE_INTERVAL", "0"),
         ("IDSYNC_RECONCILE_START_DELAY", "1h"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(256)
-        .build()?;
-    let replica = Replica::start(&env).await?;
-    wait_ready(&http, &replica, Duration::from_secs(60)).await?;
+    ]);
+    let http = client(Duration::from_secs(30), Some(256))?;
+    let replica = Replica::start_ready(&env, &http).await?;
     let url = replica.url("/authentik/webhook");
 
     let tally = Arc::new(Tally::default());

@@ -12,8 +12,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-use super::cluster::{PgCluster, Replica, rss_kb, wait_ready};
+use super::cluster::{PgCluster, Replica, client, settings};
 use super::{Row, SECRET, TOKEN};
+use crate::support::rss_kb;
 use crate::support::{BoxError, ms, quantile};
 
 pub(super) struct Params {
@@ -58,7 +59,7 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
     let users = 2_000i64;
     stub.upsert_many((1..=users).map(|pk| fixtures::user(pk).json()));
     let issuer = TestIssuer::start().await;
-    let env: Vec<(String, String)> = [
+    let env = settings(&[
         ("DATABASE_URL", database_url.as_str()),
         ("IDSYNC_WEBHOOK_SECRET", SECRET),
         ("IDSYNC_AUTHENTIK_URL", stub.url().as_str()),
@@ -67,16 +68,9 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
         ("IDSYNC_OIDC_AUDIENCE", issuer.client_id().as_str()),
         ("IDSYNC_RECONCILE_INTERVAL", "0"),
         ("IDSYNC_RECONCILE_START_DELAY", "1h"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(512)
-        .build()?;
-    let replica = Replica::start(&env).await?;
-    wait_ready(&http, &replica, Duration::from_secs(60)).await?;
+    ]);
+    let http = client(Duration::from_secs(30), Some(512))?;
+    let replica = Replica::start_ready(&env, &http).await?;
     let pid = replica.pid().ok_or("no pid")?;
     let admin = issuer.token(
         &TokenSpec::new()
