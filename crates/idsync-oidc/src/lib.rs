@@ -17,23 +17,24 @@
 //! [`Verifier::verify`] returns the [`Claims`] or a [`VerifyError`] whose variant says
 //! which HTTP answer fits: `Invalid` → 401, `Unavailable` and `Misconfigured` → 503.
 
+mod claims;
 mod fetch;
+mod header;
 pub mod issuer;
 mod keys;
 
+pub use claims::{Audience, Claims};
+
 use sha2::Digest as _;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
-use serde::{Deserialize, Serialize};
 
+use crate::header::{TokenHeader, parse_header};
 use crate::keys::{KeySet, Lookup, VerifyKey};
 
 /// Longest token accepted, in bytes. Authentik's access tokens are well under 2 KiB even
@@ -112,59 +113,6 @@ impl Default for OidcConfig {
             refresh_interval: Duration::from_secs(600),
             verified_cache_ttl: Duration::from_secs(60),
         }
-    }
-}
-
-/// `aud`: one string or an array of them (RFC 7519 §4.1.3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Audience {
-    pub fn contains(&self, audience: &str) -> bool {
-        self.iter().any(|a| a == audience)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        let items: &[String] = match self {
-            Self::One(one) => std::slice::from_ref(one),
-            Self::Many(many) => many,
-        };
-        items.iter().map(String::as_str)
-    }
-}
-
-/// The claims of a verified Authentik access token: the ID-token claims plus `azp`,
-/// `uid` and `scope`. `email`, `name`, `preferred_username` and `groups` are present only
-/// when the provider's property mappings include their scopes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    pub iss: String,
-    pub sub: String,
-    pub aud: Audience,
-    pub exp: i64,
-    pub iat: Option<i64>,
-    pub nbf: Option<i64>,
-    pub auth_time: Option<i64>,
-    pub azp: Option<String>,
-    pub uid: Option<String>,
-    pub scope: Option<String>,
-    pub email: Option<String>,
-    pub preferred_username: Option<String>,
-    pub name: Option<String>,
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
-impl Claims {
-    /// Whether `scope` (space-separated) contains `wanted`.
-    pub fn has_scope(&self, wanted: &str) -> bool {
-        self.scope
-            .as_deref()
-            .is_some_and(|scope| scope.split_ascii_whitespace().any(|s| s == wanted))
     }
 }
 
@@ -249,13 +197,6 @@ impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// What the token header says, read by this crate rather than trusted to the library, so
-/// `none`/`HS*` are refused before any key is looked up.
-struct TokenHeader {
-    alg: Algorithm,
-    kid: Option<String>,
 }
 
 impl Verifier {
@@ -595,63 +536,6 @@ fn short(text: &str, max: usize) -> String {
     }
 }
 
-fn parse_header(token: &str) -> Result<TokenHeader, VerifyError> {
-    #[derive(Deserialize)]
-    struct RawHeader {
-        alg: String,
-        kid: Option<String>,
-        typ: Option<String>,
-        crit: Option<serde_json::Value>,
-    }
-
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(invalid(format!("longer than {MAX_TOKEN_LEN} bytes")));
-    }
-    let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid(
-            "not a signed JWT (expected three dot-separated parts)",
-        ));
-    };
-    let bytes = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| invalid("header is not base64url"))?;
-    let raw: RawHeader = serde_json::from_slice(&bytes)
-        .map_err(|_| invalid("header is not a JSON object with a string `alg`"))?;
-    // RFC 7515 §4.1.11: extensions marked critical must be understood; none are here.
-    if raw.crit.is_some() {
-        return Err(invalid(
-            "header has critical extensions (crit), none are supported",
-        ));
-    }
-    // RFC 8725 §3.11 / RFC 9068 §2.1: explicit typing keeps other JWTs (logout tokens,
-    // signed requests...) from being taken for access tokens. Authentik writes `JWT`,
-    // RFC 9068 issuers `at+jwt`; media types compare case-insensitively.
-    if let Some(typ) = &raw.typ {
-        let typ = typ.to_ascii_lowercase();
-        let typ = typ.strip_prefix("application/").unwrap_or(&typ);
-        if typ != "jwt" && typ != "at+jwt" {
-            return Err(invalid(format!(
-                "typ {:?} is not an access token type (JWT or at+jwt)",
-                short(&raw.typ.unwrap_or_default(), 32)
-            )));
-        }
-    }
-    if raw.alg.eq_ignore_ascii_case("none") {
-        return Err(invalid("unsigned tokens (alg none) are never accepted"));
-    }
-    let alg = Algorithm::from_str(&raw.alg)
-        .map_err(|_| invalid(format!("unsupported alg {:?}", short(&raw.alg, 16))))?;
-    if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
-        return Err(invalid(
-            "HMAC-signed tokens (HS256/384/512) are never accepted: the issuer must sign with its private key",
-        ));
-    }
-    Ok(TokenHeader { alg, kid: raw.kid })
-}
-
 /// The JWT header reader, for the `cargo fuzz` targets in `fuzz/` (not an API).
 #[doc(hidden)]
 pub mod fuzzing {
@@ -686,6 +570,11 @@ fn invalid_from_jwt(error: jsonwebtoken::errors::Error) -> VerifyError {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn b64(json: &str) -> String {
