@@ -21,7 +21,7 @@ use crate::cli::{GlobalArgs, ServeArgs};
 use crate::feeds::FeedState;
 use crate::http;
 use crate::intake::IntakeState;
-use crate::readiness::Readiness;
+use crate::readiness::{Component, Readiness};
 use crate::shutdown;
 use crate::state::AppState;
 use crate::sync::{SyncConfig, Syncer};
@@ -116,7 +116,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         ))),
         None => {
             readiness.warn(
-                "authentik",
+                Component::Authentik,
                 "IDSYNC_AUTHENTIK_URL and IDSYNC_AUTHENTIK_TOKEN are not both set: webhooks are \
                  stored and wait in the inbox",
             );
@@ -149,7 +149,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
 
     if auth.verifier.is_none() {
         readiness.warn(
-            "oidc",
+            Component::Oidc,
             "IDSYNC_OIDC_ISSUER is not set: the protected API answers 503",
         );
     }
@@ -244,7 +244,7 @@ async fn bootstrap(
     } = background;
     let url = global.database_url.clone();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    readiness.set("startup", "applying database migrations");
+    readiness.set(Component::Startup, "applying database migrations");
     loop {
         match db::migrate(&url, &pool).await {
             Ok(report) => {
@@ -255,7 +255,10 @@ async fn bootstrap(
             }
             Err(err) => {
                 tracing::warn!(error = %err, "cannot prepare the database yet; retrying");
-                readiness.set("startup", format!("cannot prepare the database: {err}"));
+                readiness.set(
+                    Component::Startup,
+                    format!("cannot prepare the database: {err}"),
+                );
                 if !backoff.wait(&cancel).await {
                     return;
                 }
@@ -268,7 +271,10 @@ async fn bootstrap(
         match super::privacy::install(&global, &pool).await {
             Ok(()) => break,
             Err(CliError::Store(err)) if err.is_unavailable() => {
-                readiness.set("startup", format!("cannot check the data key: {err}"));
+                readiness.set(
+                    Component::Startup,
+                    format!("cannot check the data key: {err}"),
+                );
                 if !backoff.wait(&cancel).await {
                     return;
                 }
@@ -283,7 +289,7 @@ async fn bootstrap(
         }
     }
     readiness.mark_schema_ready();
-    readiness.clear("startup");
+    readiness.clear(Component::Startup);
     tracker.spawn(privacy_jobs(
         pool.clone(),
         store,
@@ -336,11 +342,11 @@ async fn privacy_jobs(
         if plaintext {
             match idsync_store::erasure::plaintext_remains(&pool).await {
                 Ok(true) => readiness.warn(
-                    "plaintext",
+                    Component::Plaintext,
                     "events written before encryption still hold personal fields in plaintext:                      run `idsync encrypt-events`",
                 ),
                 Ok(false) => {
-                    readiness.clear_warning("plaintext");
+                    readiness.clear_warning(Component::Plaintext);
                     plaintext = false;
                 }
                 Err(err) => tracing::debug!(error = %err, "cannot check for plaintext events"),
@@ -401,7 +407,7 @@ async fn startup_checks(
         Ok(coverage) => {
             if let Some(why) = coverage.verdict(auth.subject) {
                 tracing::warn!("{why}");
-                readiness.warn("oidc_subject", why);
+                readiness.warn(Component::OidcSubject, why);
             }
         }
         Err(err) => {
@@ -417,7 +423,7 @@ async fn startup_checks(
         match verifier.check().await {
             Ok(summary) => {
                 tracing::info!(%summary, "OIDC issuer checked");
-                readiness.clear_warning("oidc");
+                readiness.clear_warning(Component::Oidc);
                 return;
             }
             Err(err) => {
@@ -427,7 +433,7 @@ async fn startup_checks(
                 } else {
                     tracing::warn!(error = %err, "cannot reach the OIDC issuer yet");
                 }
-                readiness.warn("oidc", text);
+                readiness.warn(Component::Oidc, text);
             }
         }
         tokio::select! {

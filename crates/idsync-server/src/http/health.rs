@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use crate::readiness::{self, Component};
 use crate::state::AppState;
 
 /// Alive as long as the process can answer; deliberately checks nothing else, so an
@@ -44,8 +45,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> axum::response::Res
         Ok(Ok((problems, lag))) => {
             reasons.extend(problems);
             // Only known when the database answered; otherwise the gauge keeps its value.
-            ::metrics::gauge!(crate::metrics::READINESS_WARNING, "component" => "projection")
-                .set(if lag.is_some() { 1.0 } else { 0.0 });
+            readiness::gauge(Component::Projection, lag.is_some());
             warnings.extend(lag);
         }
         Ok(Err(err)) => reasons.push(format!("database: {err}")),
@@ -54,8 +54,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> axum::response::Res
     reasons.extend(state.readiness.reasons());
     warnings.extend(state.readiness.warnings());
     let refused = state.intake.rejections.warning();
-    ::metrics::gauge!(crate::metrics::READINESS_WARNING, "component" => "webhook")
-        .set(if refused.is_some() { 1.0 } else { 0.0 });
+    readiness::gauge(Component::Webhook, refused.is_some());
     warnings.extend(refused.map(|w| format!("webhook: {w}")));
     let (status, mut body) = if reasons.is_empty() {
         (StatusCode::OK, json!({"status": "ready"}))

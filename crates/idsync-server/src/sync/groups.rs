@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::{Finished, Outcome, Syncer, finished};
 use crate::metrics::AUTHENTIK_REQUESTS;
+use crate::readiness::Component;
 
 /// How long a group's item waits for the users read model to catch up with the event
 /// log before comparing against it; past this it is retried later.
@@ -43,7 +44,7 @@ impl Syncer {
         // (members, current name); a deleted group has neither.
         let (members, name) = match fetched {
             Ok(group) => {
-                self.readiness.clear_warning("authentik");
+                self.readiness.clear_warning(Component::Authentik);
                 if let Err(e) =
                     idsync_store::groups::remember(&self.pool, &[(uuid, &group.name)]).await
                 {
@@ -52,7 +53,7 @@ impl Syncer {
                 (group.users, Some(group.name))
             }
             Err(ClientError::NotFound) => {
-                self.readiness.clear_warning("authentik");
+                self.readiness.clear_warning(Component::Authentik);
                 if old_names.is_empty() {
                     // Never seen: none of the users idsync knows carries it by a name it
                     // could find. Reconcile compares every user anyway.

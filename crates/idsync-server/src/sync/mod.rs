@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::{AUTHENTIK_REQUESTS, EVENTS_APPENDED, SYNC_FINISHED};
-use crate::readiness::Readiness;
+use crate::readiness::{Component, Readiness};
 
 #[derive(Debug, Clone)]
 pub(crate) struct SyncConfig {
@@ -341,7 +341,7 @@ impl Syncer {
                 metrics::counter!(AUTHENTIK_REQUESTS, "result" => result).increment(1);
                 match fetched {
                     Ok(user) => {
-                        self.readiness.clear_warning("authentik");
+                        self.readiness.clear_warning(Component::Authentik);
                         // Best effort: the names are only needed after a later rename.
                         let names: Vec<_> = user.group_names().collect();
                         if let Err(err) = idsync_store::groups::remember(&self.pool, &names).await {
@@ -350,7 +350,7 @@ impl Syncer {
                         UserCommand::ApplySnapshot(user.to_snapshot())
                     }
                     Err(ClientError::NotFound) => {
-                        self.readiness.clear_warning("authentik");
+                        self.readiness.clear_warning(Component::Authentik);
                         // Deleted in Authentik before we got to it: its model_deleted
                         // webhook (or reconcile) carries the rest.
                         return finished(Status::Done, Finished::NotFound);
@@ -387,7 +387,7 @@ impl Syncer {
             err @ ClientError::Auth { .. } => {
                 tracing::error!(error = %err, "Authentik rejected idsync's API token: check IDSYNC_AUTHENTIK_TOKEN (intent api, not expired; it needs authentik_core.view_user and view_group)");
                 self.readiness
-                    .warn("authentik", format!("API token rejected: {err}"));
+                    .warn(Component::Authentik, format!("API token rejected: {err}"));
                 retry(err, None)
             }
             ClientError::RateLimited { retry_after } => {
