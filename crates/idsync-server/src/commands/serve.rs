@@ -39,7 +39,71 @@ const INTAKE_WRITERS: usize = 4;
 /// before it is told it lagged (and re-reads from the database).
 const NOTIFY_CAPACITY: usize = 4096;
 
+/// `idsync serve`: build, then run until SIGTERM or Ctrl-C.
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
+    build(global, args).await?.run().await
+}
+
+/// A serve process that is built and bound but not serving yet. [`build`] does all that
+/// can fail at start (settings, the listening socket) and starts the background work;
+/// [`Server::run`] serves until shutdown. The bound address is known in between, so a
+/// caller that asked for port 0 learns the port without reading logs.
+pub struct Server {
+    listener: TcpListener,
+    router: axum::Router,
+    addr: std::net::SocketAddr,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    pool: PgPool,
+    /// Why bootstrap stopped the process, if it did (the data key does not fit the data).
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Server {
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Cancelling it shuts the server down as SIGTERM does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Serve until shutdown, then give the background work its grace and close the pool.
+    pub async fn run(self) -> Result<(), CliError> {
+        let Server {
+            listener,
+            router,
+            addr: _,
+            cancel,
+            tracker,
+            pool,
+            fatal,
+        } = self;
+        http::server::serve(listener, router, cancel.clone(), HTTP_GRACE).await;
+
+        // The server returns once shutdown began. The background tasks were told at the
+        // same moment and have been stopping meanwhile; the two waits together stay within
+        // SHUTDOWN_GRACE.
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE - HTTP_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop in time; exiting anyway");
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), pool.close()).await;
+        tracing::info!("stopped");
+        let fatal = fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match fatal {
+            Some(why) => Err(CliError::Config(why)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Check the settings, bind the listening socket and start the background work.
+pub async fn build(global: &GlobalArgs, args: ServeArgs) -> Result<Server, CliError> {
     let Some(webhook_secret) = args
         .webhook_secret
         .clone()
@@ -72,7 +136,6 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
     }
     let cancel = CancellationToken::new();
     shutdown::cancel_on_signal(cancel.clone());
-    // Why bootstrap stopped the process, if it did (the data key does not fit the data).
     let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
 
     let pool = db::lazy_pool(&global.database_url, &global.pool_config())?;
@@ -187,25 +250,15 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         "listening"
     );
     let router = http::router(state, &args.cors_origins);
-    http::server::serve(listener, router, cancel.clone(), HTTP_GRACE).await;
-
-    // The server returns once shutdown began. The background tasks were told at the
-    // same moment and have been stopping meanwhile; the two waits together stay within
-    // SHUTDOWN_GRACE.
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE - HTTP_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("background tasks did not stop in time; exiting anyway");
-    }
-    let _ = tokio::time::timeout(Duration::from_millis(500), pool.close()).await;
-    tracing::info!("stopped");
-    let fatal = fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
-    match fatal {
-        Some(why) => Err(CliError::Config(why)),
-        None => Ok(()),
-    }
+    Ok(Server {
+        listener,
+        router,
+        addr,
+        cancel,
+        tracker,
+        pool,
+        fatal,
+    })
 }
 
 /// The work that runs beside the HTTP server once the database is ready.

@@ -10,6 +10,7 @@ mod groups;
 mod health;
 mod helpers;
 mod hostile;
+mod in_process;
 mod intake;
 mod migrate;
 mod privacy;
