@@ -369,6 +369,7 @@ async fn get_user(
     params(("pk" = i64, Path, description = "Authentik's user pk")),
     responses(
         (status = 204, description = "erased (or erased before)"),
+        (status = 400, description = "`pk` is not an integer (or out of the 64-bit range)", body = ErrorBody),
         (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such user in the event log", body = ErrorBody),
@@ -377,8 +378,9 @@ async fn get_user(
 async fn erase_personal_data(
     State(state): State<ApiState>,
     AuthUser(caller): AuthUser,
-    Path(pk): Path<i64>,
+    pk: Result<Path<i64>, PathRejection>,
 ) -> Result<axum::http::StatusCode, ApiError> {
+    let pk = pk_of(pk)?;
     caller.require_admin()?;
     let metadata =
         idsync_domain::EventMetadata::new(idsync_domain::Source::Erasure, None, chrono::Utc::now());

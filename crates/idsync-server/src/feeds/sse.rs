@@ -30,7 +30,7 @@ impl utoipa::PartialSchema for SseEvent {
                     "required": ["id", "event", "data"],
                     "properties": {
                         "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the position"},
-                        "event": {"enum": ["UserRegistered", "UserUpdated", "UserDeleted"]},
+                        "event": {"enum": ["UserRegistered", "UserUpdated", "UserDeleted", "UserErased"]},
                         "data": {
                             "type": "string",
                             "contentMediaType": "application/json",
