@@ -72,6 +72,8 @@ export function describeEvent(item: FeedItem): string {
     }
     case 'UserDeleted':
       return 'deleted';
+    case 'UserErased':
+      return 'personal data erased';
     default:
       return item.type;
   }

@@ -99,3 +99,34 @@ describe('hostile strings render as text', () => {
     expect(greeting('hello')).toBeNull();
   });
 });
+
+// After `DELETE /api/users/{pk}/personal-data` (or erase-on-delete) the API answers the
+// user with null username, email and name and `"erased": true`; the pages must say so
+// rather than crash on a null.
+describe('an erased user', () => {
+  const erased: User = {
+    ...user('x'),
+    username: null,
+    email: null,
+    name: null,
+    groups: [],
+    registered_at: '2026-01-01T00:00:00Z',
+    deleted_at: '2026-02-01T00:00:00Z',
+    is_active: false,
+    erased: true,
+  };
+
+  it('profile card says the personal data is erased', () => {
+    const root = mount(<UserCard user={erased} />);
+    expect(root.querySelector('[data-testid="user-name"]')?.textContent).toBe('Erased user #66');
+    expect(root.querySelector('[data-testid="user-username"]')?.textContent).toBe('erased');
+    expect(root.querySelector('[data-testid="user-erased"]')?.textContent).toBe('Personal data erased');
+    expect(root.textContent).toContain('Deleted');
+  });
+
+  it('its UserErased event reads as such', () => {
+    const item: FeedItem = { ...event(3, 'x'), type: 'UserErased', data: { pk: 66 } };
+    expect(describeEvent(item)).toBe('personal data erased');
+    expect(eventUser(item)).toBe('#66');
+  });
+});

@@ -3,15 +3,25 @@
 export interface User {
   pk: number;
   uuid: string;
-  username: string;
-  email: string;
-  name: string;
+  /** null once the user's personal data is erased (`erased: true`) */
+  username: string | null;
+  email: string | null;
+  name: string | null;
   is_active: boolean;
   type: string;
   groups: string[];
   registered_at: string;
   updated_at: string;
   deleted_at: string | null;
+  /** The user's personal data was forgotten (right to erasure): username, email and name are null. */
+  erased?: boolean;
+}
+
+/** What a page shows as a user's name: the name, else the username, else that it was erased. */
+export function displayName(user: User): string {
+  if (user.name) return user.name;
+  if (user.username) return user.username;
+  return user.erased ? `Erased user #${user.pk}` : `User #${user.pk}`;
 }
 
 /** One event of the log, as /api/events, /api/users/{pk}/events and the feeds carry it. */

@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { ApiError } from '../api';
 import { markRendered, useApp } from '../app';
 import { formatTime, userTypeLabel } from '../format';
-import type { User } from '../types';
+import { displayName, type User } from '../types';
 
 type State =
   | { kind: 'loading' }
@@ -99,30 +99,41 @@ export function ProfilePage() {
   );
 }
 
+/** A personal field as a person reads it: its value, "erased" once forgotten, else a dash. */
+function personal(user: User, value: string | null): string {
+  if (value) return value;
+  return user.erased ? 'erased' : '—';
+}
+
 export function UserCard({ user }: { user: User }) {
   return (
     <div class="card" data-testid="user-card">
       <div class="card-head">
         <span class="avatar" aria-hidden="true">
-          {(user.name || user.username).slice(0, 1).toUpperCase()}
+          {user.erased ? '?' : displayName(user).slice(0, 1).toUpperCase()}
         </span>
         <div>
           <p class="card-title" data-testid="user-name">
-            {user.name || user.username}
+            {displayName(user)}
           </p>
-          <p class="muted">@{user.username}</p>
+          {user.username ? <p class="muted">@{user.username}</p> : null}
         </div>
         <span class={`badge ${user.is_active && !user.deleted_at ? 'ok' : 'off'}`}>
           {user.deleted_at ? 'Deleted' : user.is_active ? 'Active' : 'Inactive'}
         </span>
+        {user.erased ? (
+          <span class="badge off" data-testid="user-erased">
+            Personal data erased
+          </span>
+        ) : null}
       </div>
       <dl class="fields">
         <dt>Name</dt>
-        <dd>{user.name || '—'}</dd>
+        <dd>{personal(user, user.name)}</dd>
         <dt>Username</dt>
-        <dd data-testid="user-username">{user.username}</dd>
+        <dd data-testid="user-username">{personal(user, user.username)}</dd>
         <dt>Email</dt>
-        <dd>{user.email || '—'}</dd>
+        <dd>{personal(user, user.email)}</dd>
         <dt>Groups</dt>
         <dd>
           {user.groups.length === 0 ? (

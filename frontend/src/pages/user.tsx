@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { ApiError } from '../api';
 import { markRendered, useApp } from '../app';
 import { describeEvent, eventSource, formatTime } from '../format';
-import type { FeedItem, User } from '../types';
+import { displayName, type FeedItem, type User } from '../types';
 import { UserCard } from './profile';
 
 const PAGE = 100;
@@ -53,7 +53,7 @@ export function UserPage({ pk }: { pk: number }) {
       <p class="crumbs">
         <a href="#/users">← Users</a>
       </p>
-      <h1>{user ? user.name || user.username : `User ${pk}`}</h1>
+      <h1>{user ? displayName(user) : `User ${pk}`}</h1>
       {error ? (
         <p class="notice error" role="alert">
           {error}

@@ -104,10 +104,10 @@ export function UsersPage() {
                   <tr key={u.pk} data-pk={u.pk}>
                     <td class="num nowrap">{u.pk}</td>
                     <td class="nowrap">
-                      <a href={`#/users/${u.pk}`}>{u.username}</a>
+                      <a href={`#/users/${u.pk}`}>{u.username ?? (u.erased ? 'erased' : `#${u.pk}`)}</a>
                     </td>
-                    <td>{u.name || '—'}</td>
-                    <td>{u.email || '—'}</td>
+                    <td>{u.name || (u.erased ? 'erased' : '—')}</td>
+                    <td>{u.email || (u.erased ? 'erased' : '—')}</td>
                     <td class="nowrap">{userTypeLabel(u.type)}</td>
                     <td>{u.groups.length ? u.groups.join(', ') : '—'}</td>
                     <td class="nowrap">{u.deleted_at ? 'Deleted' : u.is_active ? 'Active' : 'Inactive'}</td>
