@@ -71,6 +71,7 @@ async fn measure(db: &ScratchDb, args: &Args) -> Result<(), BoxError> {
     let out = tokio::process::Command::new(idsync_binary()?)
         .args(["replay", "--projection", "users"])
         .env("DATABASE_URL", &db.url)
+        .env("IDSYNC_DATA_KEY", "development")
         .env("IDSYNC_LOG_FORMAT", "json")
         .output()
         .await?;
@@ -140,6 +141,8 @@ async fn reconcile(db: &ScratchDb, stub: &AuthentikStub) -> Result<(Duration, St
     let out = tokio::process::Command::new(idsync_binary()?)
         .arg("reconcile")
         .env("DATABASE_URL", &db.url)
+        // The key the cold run encrypted with; a second run refuses to guess it.
+        .env("IDSYNC_DATA_KEY", "development")
         .env("IDSYNC_AUTHENTIK_URL", stub.url())
         .env("IDSYNC_AUTHENTIK_TOKEN", TOKEN)
         .env("IDSYNC_LOG_FORMAT", "json")

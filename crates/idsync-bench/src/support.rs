@@ -121,6 +121,9 @@ impl Server {
             .env("IDSYNC_LISTEN", "127.0.0.1:0")
             .env("IDSYNC_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn,idsync_server::commands::serve=info")
+            // Chosen explicitly (a restarted replica refuses to start without a key once
+            // personal data is encrypted); a scenario may set another.
+            .env("IDSYNC_DATA_KEY", "development")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

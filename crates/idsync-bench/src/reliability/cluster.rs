@@ -226,6 +226,9 @@ impl Replica {
             .env_clear()
             .env("IDSYNC_LISTEN", "127.0.0.1:0")
             .env("IDSYNC_LOG_FORMAT", "json")
+            // A restarted replica refuses to start without a key once personal data is
+            // encrypted; the scenario's settings may name another.
+            .env("IDSYNC_DATA_KEY", "development")
             .env(
                 "RUST_LOG",
                 "warn,idsync_server::commands::serve=info,idsync_store::projections::projector=info",
