@@ -321,7 +321,10 @@ impl AuthentikArgs {
                 },
             )
             .map(Some)
-            .map_err(|e| CliError::Config(format!("IDSYNC_AUTHENTIK_URL: {e}"))),
+            .map_err(|e| CliError::Setting {
+                setting: "IDSYNC_AUTHENTIK_URL",
+                source: e.into(),
+            }),
             (None, None) => Ok(None),
             (Some(_), None) => Err(CliError::Config(
                 "IDSYNC_AUTHENTIK_URL is set but IDSYNC_AUTHENTIK_TOKEN is not: set the service account's API token".to_owned(),
@@ -441,7 +444,10 @@ impl ServeArgs {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| crate::CliError::Config(format!("HTTP client: {e}")))?;
+            .map_err(|source| crate::CliError::Http {
+                what: "HTTP client".to_owned(),
+                source,
+            })?;
         Ok(Some(idsync_oidc::Verifier::new(
             idsync_oidc::OidcConfig {
                 issuer: issuer.trim().to_owned(),

@@ -50,8 +50,12 @@ pub enum ApiError {
     #[error("starting: the database schema is not ready yet")]
     Starting,
     /// Logged in full; the client sees only "internal error".
-    #[error("{0}")]
-    Internal(String),
+    #[error("{context}: {source}")]
+    Internal {
+        context: &'static str,
+        #[source]
+        source: BoxError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -102,7 +106,7 @@ impl ApiError {
                 "idsync is starting: its database schema is not ready yet; try again in a moment"
                     .to_owned(),
             ),
-            ApiError::Internal(_) => (
+            ApiError::Internal { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "internal error".to_owned(),
@@ -168,11 +172,43 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What a lower layer failed with, kept whole (not flattened into text) so the source
+/// chain reaches the log.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The error of a CLI command: printed as one line on stderr, exit status 1.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    /// A setting or argument is missing or inconsistent, or what was asked is not
+    /// possible; the text says which and what to do.
     #[error("{0}")]
     Config(String),
+    /// A setting's value was refused by what reads it (a URL, a key...).
+    #[error("{setting}: {source}")]
+    Setting {
+        setting: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// An HTTP request (or building its client) failed.
+    #[error("{what}: {source}")]
+    Http {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading from Authentik failed (reconcile).
+    #[error("{0}")]
+    Authentik(#[source] BoxError),
+    /// A data key is malformed or does not open what the database holds.
+    #[error(transparent)]
+    Privacy(#[from] idsync_store::privacy::PrivacyError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

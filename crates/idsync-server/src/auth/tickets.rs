@@ -47,8 +47,10 @@ pub(crate) async fn issue(pool: &PgPool, caller: &Caller) -> Result<String, ApiE
     let ticket = new_ticket();
     let token_expires_at = DateTime::from_timestamp(caller.claims.exp, 0).unwrap_or_else(Utc::now);
     let row = TicketRow {
-        claims: serde_json::to_value(&caller.claims)
-            .map_err(|e| ApiError::Internal(format!("claims do not serialise: {e}")))?,
+        claims: serde_json::to_value(&caller.claims).map_err(|e| ApiError::Internal {
+            context: "claims do not serialise",
+            source: e.into(),
+        })?,
         user_pk: caller.user_pk,
         is_admin: caller.is_admin,
     };
@@ -64,8 +66,10 @@ pub(crate) async fn redeem(pool: &PgPool, ticket: &str) -> Result<Caller, ApiErr
     let Some(row) = store::take(pool, &hash(ticket)).await? else {
         return Err(unknown_ticket());
     };
-    let claims: Claims = serde_json::from_value(row.claims)
-        .map_err(|e| ApiError::Internal(format!("stored claims unreadable: {e}")))?;
+    let claims: Claims = serde_json::from_value(row.claims).map_err(|e| ApiError::Internal {
+        context: "stored claims unreadable",
+        source: e.into(),
+    })?;
     Ok(Caller {
         claims,
         user_pk: row.user_pk,

@@ -9,12 +9,18 @@ pub async fn run(args: HealthcheckArgs) -> Result<(), CliError> {
     let client = reqwest::Client::builder()
         .timeout(args.timeout)
         .build()
-        .map_err(|e| CliError::Config(format!("HTTP client: {e}")))?;
+        .map_err(|source| CliError::Http {
+            what: "HTTP client".to_owned(),
+            source,
+        })?;
     let response = client
         .get(&url)
         .send()
         .await
-        .map_err(|e| CliError::Config(format!("{url}: no answer: {e}")))?;
+        .map_err(|source| CliError::Http {
+            what: format!("{url}: no answer"),
+            source,
+        })?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if status.is_success() {

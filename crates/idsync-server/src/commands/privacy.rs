@@ -38,7 +38,7 @@ fn parse(text: &str) -> Result<Kek, CliError> {
     if text == DEVELOPMENT {
         return Ok(Kek::development());
     }
-    Kek::parse(text).map_err(|e| CliError::Config(e.to_string()))
+    Ok(Kek::parse(text)?)
 }
 
 /// Choose the keyring against what the database holds and install it for this process.

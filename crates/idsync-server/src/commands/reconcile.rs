@@ -72,7 +72,7 @@ pub async fn run(global: &GlobalArgs, args: ReconcileArgs) -> Result<(), CliErro
     pool.close().await;
     let report = result.map_err(|err| match err {
         ReconcileError::Store(err) => CliError::Store(err),
-        err @ ReconcileError::Authentik { .. } => CliError::Config(err.to_string()),
+        err @ ReconcileError::Authentik { .. } => CliError::Authentik(err.into()),
     })?;
 
     if report.dry_run {

@@ -189,7 +189,10 @@ pub async fn build(global: &GlobalArgs, args: ServeArgs) -> Result<Server, CliEr
 
     let listener = TcpListener::bind(args.listen)
         .await
-        .map_err(|e| CliError::Config(format!("cannot listen on {}: {e}", args.listen)))?;
+        .map_err(|source| CliError::Listen {
+            addr: args.listen,
+            source,
+        })?;
     let addr = listener.local_addr()?;
 
     tracker.spawn(bootstrap(

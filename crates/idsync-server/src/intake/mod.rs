@@ -20,7 +20,7 @@ mod queue;
 mod rejections;
 pub(crate) mod schema;
 
-pub(crate) use queue::{IntakeError, IntakeQueue};
+pub(crate) use queue::IntakeQueue;
 pub(crate) use rejections::Rejections;
 
 use crate::ApiError;
@@ -175,11 +175,15 @@ async fn handle(
             body,
         })
         .await
-        .map_err(|e| match e {
-            IntakeError::Unavailable(_) => {
+        .map_err(|e| {
+            if e.is_unavailable() {
                 ApiError::Unavailable("the database is unavailable; try again later".to_owned())
+            } else {
+                ApiError::Internal {
+                    context: "storing a webhook",
+                    source: e.into(),
+                }
             }
-            IntakeError::Failed(detail) => ApiError::Internal(detail),
         })?;
     match inserted {
         Inserted::New(id) => {

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use idsync_store::StoreError;
 use idsync_store::inbox::{self, Inserted, NewItem};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -25,12 +26,28 @@ const QUEUE_CAPACITY: usize = 8192;
 /// sooner than a hung request times out on its side.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
-    /// The database is not reachable: the caller should retry.
-    Unavailable(String),
-    /// Anything else; logged by the writer.
-    Failed(String),
+    /// Serve is shutting down: the caller should retry (here later, or elsewhere).
+    #[error("intake is shutting down")]
+    ShuttingDown,
+    /// The writer task ended without answering (it panicked).
+    #[error("the intake writer stopped")]
+    WriterStopped,
+    /// The batch could not be written. Shared: every webhook of the batch gets it.
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+}
+
+impl IntakeError {
+    /// Temporary (the database is unreachable, or serve stops): the sender should retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            IntakeError::ShuttingDown => true,
+            IntakeError::WriterStopped => false,
+            IntakeError::Store(e) => e.is_unavailable(),
+        }
+    }
 }
 
 struct Pending {
@@ -63,10 +80,8 @@ impl IntakeQueue {
         self.tx
             .send(Pending { item, reply })
             .await
-            .map_err(|_| IntakeError::Unavailable("intake is shutting down".to_owned()))?;
-        answer
-            .await
-            .map_err(|_| IntakeError::Failed("the intake writer stopped".to_owned()))?
+            .map_err(|_| IntakeError::ShuttingDown)?;
+        answer.await.map_err(|_| IntakeError::WriterStopped)?
     }
 }
 
@@ -102,14 +117,8 @@ async fn write_batches(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
                 if !unavailable {
                     tracing::error!(error = %err, rows = replies.len(), "could not store webhooks");
                 }
-                let text = err.to_string();
-                let error = || {
-                    if unavailable {
-                        IntakeError::Unavailable(text.clone())
-                    } else {
-                        IntakeError::Failed(text.clone())
-                    }
-                };
+                let shared = Arc::new(err);
+                let error = || IntakeError::Store(shared.clone());
                 for reply in replies {
                     let _ = reply.send(Err(error()));
                 }
