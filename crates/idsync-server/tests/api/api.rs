@@ -8,7 +8,7 @@ use idsync_testkit::oidc::{TestIssuer, TokenSpec};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{App, STUB_TOKEN, binary, database_of, serve_with_stub, spawn_app, url_for};
+use crate::helpers::{App, STUB_TOKEN, binary, database_of, serve_with_issuer, spawn_app, url_for};
 use crate::intake::post_json;
 use crate::projections::projected;
 
@@ -28,16 +28,7 @@ async fn world(pool: &PgPool) -> World {
         stub.upsert(fixtures::user(pk).username(format!("user{pk}")).json());
     }
     let issuer = TestIssuer::start().await;
-    let (iss, aud) = (issuer.issuer(), issuer.client_id());
-    let app = serve_with_stub(
-        pool,
-        &stub,
-        &[
-            ("IDSYNC_OIDC_ISSUER", iss.as_str()),
-            ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
-        ],
-    )
-    .await;
+    let app = serve_with_issuer(pool, &stub, &issuer, &[]).await;
     for pk in 1..=5 {
         let (status, _) = post_json(&app, &json!({"event_type": "model_created", "pk": pk})).await;
         assert_eq!(status, 202);
@@ -200,16 +191,7 @@ async fn admins_search_users_by_prefix_and_type(pool: PgPool) {
         );
     }
     let issuer = TestIssuer::start().await;
-    let (iss, aud) = (issuer.issuer(), issuer.client_id());
-    let app = serve_with_stub(
-        &pool,
-        &stub,
-        &[
-            ("IDSYNC_OIDC_ISSUER", iss.as_str()),
-            ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
-        ],
-    )
-    .await;
+    let app = serve_with_issuer(&pool, &stub, &issuer, &[]).await;
     for (pk, ..) in people {
         let (status, _) = post_json(&app, &json!({"event_type": "model_created", "pk": pk})).await;
         assert_eq!(status, 202);
@@ -481,38 +463,14 @@ async fn issuer_down_with_an_empty_cache_is_503_not_500(pool: PgPool) {
     let stub = AuthentikStub::start(TOKEN).await;
     let issuer = TestIssuer::start().await;
     issuer.set_down(true);
-    let (iss, aud) = (issuer.issuer(), issuer.client_id());
-    let app = serve_with_stub(
-        &pool,
-        &stub,
-        &[
-            ("IDSYNC_OIDC_ISSUER", iss.as_str()),
-            ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
-        ],
-    )
-    .await;
+    let app = serve_with_issuer(&pool, &stub, &issuer, &[]).await;
     let token = user_token(&issuer, 3);
     let (status, body, _) = get(&app, "/api/me", Some(&token)).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "auth_unavailable");
     // And /readyz says why, as a warning (webhooks are still stored).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let ready: Value = app
-            .http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("JSON");
-        if ready["warnings"].to_string().contains("oidc") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{ready}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.readyz_warns("an issuer warning", |w| w.contains("oidc"))
+        .await;
 }
 
 #[sqlx::test(migrations = false)]

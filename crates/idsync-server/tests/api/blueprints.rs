@@ -238,26 +238,6 @@ fn rendered(result: &Result<Rendered, String>) -> &Rendered {
         .unwrap_or_else(|e| panic!("the mapping failed: {e}"))
 }
 
-async fn settled(pool: &PgPool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM webhook_inbox WHERE status IN ('pending', 'processing')",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("count");
-        if open == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{open} inbox items still open"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// (user pk, event type, metadata) in global order.
 async fn events(pool: &PgPool) -> Vec<(String, String, Value)> {
     sqlx::query_as(
@@ -371,7 +351,7 @@ async fn user_events_rendered_by_the_mappings_become_idsync_events(pool: PgPool)
         answer,
         json!({"status": "duplicate", "inbox_id": inbox_ids[1]})
     );
-    settled(&pool).await;
+    crate::sync::settled(&pool, Duration::from_secs(20)).await;
 
     stub.upsert(
         fixtures::user(7)
@@ -387,7 +367,7 @@ async fn user_events_rendered_by_the_mappings_become_idsync_events(pool: PgPool)
         (202, &json!("accepted")),
         "{answer}"
     );
-    settled(&pool).await;
+    crate::sync::settled(&pool, Duration::from_secs(20)).await;
     stub.remove(7);
     let (status, answer) = deliver(&app, rendered(&results[3])).await;
     assert_eq!(
@@ -395,7 +375,7 @@ async fn user_events_rendered_by_the_mappings_become_idsync_events(pool: PgPool)
         (202, &json!("accepted")),
         "{answer}"
     );
-    settled(&pool).await;
+    crate::sync::settled(&pool, Duration::from_secs(20)).await;
 
     assert_eq!(
         inbox(&pool).await,
@@ -458,7 +438,7 @@ async fn group_events_rendered_by_the_mappings_reach_the_members(pool: PgPool) {
             crate::intake::post_json(&app, &json!({"event_type": "model_created", "pk": pk})).await;
         assert_eq!(status, 202, "{answer}");
     }
-    crate::sync::settled(&pool, std::time::Duration::from_secs(20)).await;
+    crate::sync::settled(&pool, Duration::from_secs(20)).await;
     let group = stub.group_uuid("staff").expect("staff");
     let group_pk = group.simple().to_string();
 
@@ -490,7 +470,7 @@ async fn group_events_rendered_by_the_mappings_reach_the_members(pool: PgPool) {
             (202, Some("accepted")),
             "{answer}"
         );
-        crate::sync::settled(&pool, std::time::Duration::from_secs(20)).await;
+        crate::sync::settled(&pool, Duration::from_secs(20)).await;
     };
     deliver_group("model_updated").await;
     // Then deleted: it leaves its members.

@@ -6,46 +6,17 @@ use std::time::Duration;
 
 use idsync_testkit::authentik::{AuthentikStub, fixtures};
 use idsync_testkit::oidc::{TestIssuer, TokenSpec};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::{App, STUB_TOKEN, binary, database_of, serve_with_stub, url_for};
+use crate::helpers::{STUB_TOKEN, binary, database_of, serve_with_stub, url_for};
 use crate::intake::post_json;
-
-async fn readyz(app: &App) -> (u16, Value) {
-    let resp = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("JSON"))
-}
-
-/// Polls `/readyz` until its warnings satisfy `check`.
-async fn warnings_until(app: &App, what: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, body) = readyz(app).await;
-        let warnings = body["warnings"].to_string();
-        if check(&warnings) {
-            return warnings;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: readyz says {body}; logs:\n{}",
-            app.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[sqlx::test(migrations = false)]
 async fn a_wrong_webhook_secret_is_logged_and_shown_by_readyz(pool: PgPool) {
     let stub = AuthentikStub::start(STUB_TOKEN).await;
     let app = serve_with_stub(&pool, &stub, &[]).await;
-    let (status, body) = readyz(&app).await;
+    let (status, body) = app.readyz().await;
     assert_eq!(status, 200);
     assert!(!body["warnings"].to_string().contains("webhook"), "{body}");
 
@@ -60,7 +31,7 @@ async fn a_wrong_webhook_secret_is_logged_and_shown_by_readyz(pool: PgPool) {
             .expect("post");
         assert_eq!(resp.status(), 401);
     }
-    let (status, body) = readyz(&app).await;
+    let (status, body) = app.readyz().await;
     assert_eq!(status, 200, "intake still works: ready, with a warning");
     let warnings = body["warnings"].to_string();
     assert!(warnings.contains("3 webhook(s) refused"), "{body}");
@@ -227,10 +198,13 @@ async fn serve_warns_at_start_when_no_token_can_match_the_issuer(pool: PgPool) {
         ],
     )
     .await;
-    let warnings = warnings_until(&app, "an issuer warning", |w| w.contains("oidc")).await;
+    let (_, body) = app
+        .readyz_warns("an issuer warning", |w| w.contains("oidc"))
+        .await;
+    let warnings = body["warnings"].to_string();
     assert!(warnings.contains("slash"), "{warnings}");
     // Ready all the same: webhooks are still stored.
-    let (status, _) = readyz(&app).await;
+    let (status, _) = app.readyz().await;
     assert_eq!(status, 200);
     let (status, _) = post_json(&app, &json!({"event_type": "model_created", "pk": 1})).await;
     assert_eq!(status, 202);
@@ -273,7 +247,7 @@ async fn with_the_public_internal_split_serve_accepts_public_tokens(pool: PgPool
     assert_eq!(resp.status(), 200);
     // The check at start found the split expected: no warning.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, body) = readyz(&app).await;
+    let (status, body) = app.readyz().await;
     assert_eq!(status, 200);
     assert!(
         !body["warnings"].to_string().contains("oidc"),

@@ -10,7 +10,7 @@ use idsync_testkit::oidc::{TestIssuer, TokenSpec};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{App, STUB_TOKEN, binary, database_of, serve_with_stub, url_for};
+use crate::helpers::{App, STUB_TOKEN, idsync_ok, serve_with_issuer, serve_with_stub};
 use crate::intake::post_json;
 
 async fn get(app: &App, path: &str, token: &str) -> Value {
@@ -163,16 +163,7 @@ async fn a_replay_elsewhere_voids_every_cached_row(pool: PgPool) {
     let stub = AuthentikStub::start(STUB_TOKEN).await;
     stub.upsert(fixtures::user(7).json());
     let issuer = TestIssuer::start().await;
-    let (iss, aud) = (issuer.issuer(), issuer.client_id());
-    let app = serve_with_stub(
-        &pool,
-        &stub,
-        &[
-            ("IDSYNC_OIDC_ISSUER", iss.as_str()),
-            ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
-        ],
-    )
-    .await;
+    let app = serve_with_issuer(&pool, &stub, &issuer, &[]).await;
     let user = issuer.token(&TokenSpec::new().sub("7").exp_in(3600));
     let (status, _) = post_json(&app, &json!({"event_type": "model_created", "pk": 7})).await;
     assert_eq!(status, 202);
@@ -183,18 +174,7 @@ async fn a_replay_elsewhere_voids_every_cached_row(pool: PgPool) {
     let fills = |m: &str| metric_value_labelled(m, "fill");
     let before = fills(&app.metrics().await);
 
-    let db = database_of(&pool).await;
-    let out = binary()
-        .arg("replay")
-        .env("DATABASE_URL", url_for(&db))
-        .output()
-        .await
-        .expect("replay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    idsync_ok(&pool, &["replay"], &[]).await;
     // The replay's resync reaches this process; its next read fills from the new table.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

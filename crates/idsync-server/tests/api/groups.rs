@@ -185,22 +185,16 @@ async fn a_group_of_a_thousand_members_is_renamed_for_all_of_them(pool: PgPool) 
     stub.upsert(fixtures::user(1001).groups(&["others"]).json());
     // Registered by reconcile here (a thousand webhooks would only take longer).
     let app = serve_with_stub(&pool, &stub, &[("IDSYNC_SYNC_CONCURRENCY", "8")]).await;
-    let out = crate::helpers::binary()
-        .arg("reconcile")
-        .env(
-            "DATABASE_URL",
-            crate::helpers::url_for(&crate::helpers::database_of(&pool).await),
-        )
-        .env("IDSYNC_AUTHENTIK_URL", stub.url())
-        .env("IDSYNC_AUTHENTIK_TOKEN", STUB_TOKEN)
-        .output()
-        .await
-        .expect("reconcile");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stub_url = stub.url();
+    crate::helpers::idsync_ok(
+        &pool,
+        &["reconcile"],
+        &[
+            ("IDSYNC_AUTHENTIK_URL", stub_url.as_str()),
+            ("IDSYNC_AUTHENTIK_TOKEN", STUB_TOKEN),
+        ],
+    )
+    .await;
     let seen = events(&pool).await.len();
     assert_eq!(seen, 1001);
 

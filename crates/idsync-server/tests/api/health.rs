@@ -1,9 +1,10 @@
 use std::time::Duration;
 
-use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::{admin, binary, database_of, spawn_app, url_for};
+use crate::helpers::{
+    admin, binary, block_database, database_of, spawn_app, unblock_database, url_for,
+};
 
 #[sqlx::test(migrations = false)]
 async fn serve_answers_livez_and_readyz_then_stops_on_sigterm(pool: PgPool) {
@@ -14,14 +15,8 @@ async fn serve_answers_livez_and_readyz_then_stops_on_sigterm(pool: PgPool) {
 
     let live = app.http.get(app.url("/livez")).send().await.expect("livez");
     assert_eq!(live.status(), 200);
-    let ready = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status(), 200);
-    let body: Value = ready.json().await.expect("json");
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 200);
     assert_eq!(body["status"], "ready");
     // The container health check says so too, through the binary itself.
     let (ok, out) = healthcheck(app.addr).await;
@@ -47,26 +42,10 @@ async fn readyz_says_503_with_a_reason_while_the_database_is_unreachable(pool: P
     app.wait_ready().await;
 
     let admin = admin().await;
-    sqlx::query(&format!(
-        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS false"#
-    ))
-    .execute(&admin)
-    .await
-    .expect("block connections");
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-        .bind(&db)
-        .execute(&admin)
-        .await
-        .expect("terminate connections");
+    block_database(&admin, &db).await;
 
-    let ready = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status(), 503);
-    let body: Value = ready.json().await.expect("json");
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 503);
     assert_eq!(body["status"], "not_ready");
     let reasons = body["reasons"].as_array().expect("reasons list");
     assert!(
@@ -83,12 +62,7 @@ async fn readyz_says_503_with_a_reason_while_the_database_is_unreachable(pool: P
     assert_eq!(live.status(), 200);
 
     // And it recovers by itself once the database is back.
-    sqlx::query(&format!(
-        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS true"#
-    ))
-    .execute(&admin)
-    .await
-    .expect("allow connections");
+    unblock_database(&admin, &db).await;
     app.wait_ready().await;
 
     app.signal("TERM");

@@ -46,6 +46,32 @@ pub(crate) async fn admin() -> PgPool {
         .expect("admin connection")
 }
 
+/// Makes database `db` unreachable, as an outage would: no new connections, and the
+/// open ones ended.
+pub(crate) async fn block_database(admin: &PgPool, db: &str) {
+    sqlx::query(&format!(
+        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS false"#
+    ))
+    .execute(admin)
+    .await
+    .expect("block connections");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(db)
+        .execute(admin)
+        .await
+        .expect("terminate connections");
+}
+
+/// Ends `block_database`.
+pub(crate) async fn unblock_database(admin: &PgPool, db: &str) {
+    sqlx::query(&format!(
+        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS true"#
+    ))
+    .execute(admin)
+    .await
+    .expect("allow connections");
+}
+
 pub(crate) fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_idsync"));
     // Only what the test says: no stray IDSYNC_* from the developer's shell.
@@ -66,6 +92,35 @@ pub(crate) fn binary() -> Command {
     cmd
 }
 
+/// `idsync ARGS` on the test database, to its end: (success, stdout, stderr).
+pub(crate) async fn idsync(
+    pool: &PgPool,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let db = database_of(pool).await;
+    let out = binary()
+        .args(args)
+        .env("DATABASE_URL", url_for(&db))
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("idsync runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `idsync ARGS` that must succeed: its stdout (stderr in the failure message).
+pub(crate) async fn idsync_ok(pool: &PgPool, args: &[&str], env: &[(&str, &str)]) -> String {
+    let (ok, out, err) = idsync(pool, args, env).await;
+    assert!(ok, "idsync {args:?} failed: {out}{err}");
+    out
+}
+
 pub(crate) struct App {
     pub child: Child,
     pub addr: SocketAddr,
@@ -84,6 +139,40 @@ impl App {
             .text()
             .await
             .expect("text")
+    }
+
+    /// `GET /readyz`: its status and JSON body.
+    pub(crate) async fn readyz(&self) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("readyz JSON"))
+    }
+
+    /// Polls `/readyz` (20 s at most) until its warnings satisfy `check`; returns the
+    /// status and body that did.
+    pub(crate) async fn readyz_warns(
+        &self,
+        what: &str,
+        check: impl Fn(&str) -> bool,
+    ) -> (u16, serde_json::Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self.readyz().await;
+            if check(&body["warnings"].to_string()) {
+                return (status, body);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: readyz says {body}; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -154,6 +243,23 @@ pub(crate) async fn serve_with_stub(
     let app = spawn_app(&url_for(&db), &env).await;
     app.wait_ready().await;
     app
+}
+
+/// `serve_with_stub` that also verifies tokens of `issuer` (its issuer URL and client id
+/// as `IDSYNC_OIDC_ISSUER` and `IDSYNC_OIDC_AUDIENCE`).
+pub(crate) async fn serve_with_issuer(
+    pool: &PgPool,
+    stub: &AuthentikStub,
+    issuer: &idsync_testkit::oidc::TestIssuer,
+    extra: &[(&str, &str)],
+) -> App {
+    let (iss, aud) = (issuer.issuer(), issuer.client_id());
+    let mut env = vec![
+        ("IDSYNC_OIDC_ISSUER", iss.as_str()),
+        ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    serve_with_stub(pool, stub, &env).await
 }
 
 pub(crate) async fn spawn_app(database_url: &str, extra_env: &[(&str, &str)]) -> App {

@@ -5,7 +5,9 @@
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{App, SECRET, admin, database_of, spawn_app, url_for};
+use crate::helpers::{
+    App, SECRET, admin, block_database, database_of, spawn_app, unblock_database, url_for,
+};
 
 async fn start(pool: &PgPool) -> App {
     let db = database_of(pool).await;
@@ -262,17 +264,7 @@ async fn database_down_answers_503_so_authentik_retries(pool: PgPool) {
     app.wait_ready().await;
 
     let admin = admin().await;
-    sqlx::query(&format!(
-        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS false"#
-    ))
-    .execute(&admin)
-    .await
-    .expect("block connections");
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-        .bind(&db)
-        .execute(&admin)
-        .await
-        .expect("terminate");
+    block_database(&admin, &db).await;
     let (status, answer) = post_json(&app, &json!({"event_type": "model_created", "pk": 1})).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"], "unavailable");
@@ -308,12 +300,7 @@ async fn database_down_answers_503_so_authentik_retries(pool: PgPool) {
         "a 503 took {slowest:?} while the database was unreachable"
     );
 
-    sqlx::query(&format!(
-        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS true"#
-    ))
-    .execute(&admin)
-    .await
-    .expect("allow connections");
+    unblock_database(&admin, &db).await;
     // Authentik's retry, a moment later, then succeeds.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let (status, _) = post_json(&app, &json!({"event_type": "model_created", "pk": 1})).await;
@@ -325,15 +312,7 @@ async fn without_authentik_items_wait_and_readyz_says_why(pool: PgPool) {
     let app = start(&pool).await;
     let (status, _) = post_json(&app, &json!({"event_type": "model_created", "pk": 3})).await;
     assert_eq!(status, 202);
-    let ready: Value = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
+    let (_, ready) = app.readyz().await;
     let warnings = ready["warnings"].to_string();
     assert!(warnings.contains("IDSYNC_AUTHENTIK_URL"), "{ready}");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;

@@ -14,7 +14,7 @@ use idsync_testkit::oidc::{TestIssuer, TokenSpec};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{App, STUB_TOKEN, binary, database_of, serve_with_stub, url_for};
+use crate::helpers::{App, STUB_TOKEN, binary, database_of, idsync, serve_with_stub, url_for};
 use crate::intake::post_json;
 use crate::projections::projected;
 
@@ -109,24 +109,6 @@ async fn dump(pool: &PgPool) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf-8 dump")
-}
-
-/// `idsync ARGS` on the test database, to its end: (success, stdout, stderr).
-async fn idsync(pool: &PgPool, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let db = database_of(pool).await;
-    let out = binary()
-        .args(args)
-        .env("DATABASE_URL", url_for(&db))
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("idsync runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 async fn read_model(pool: &PgPool) -> Vec<Value> {
@@ -571,26 +553,10 @@ async fn readyz_warns_about_plaintext_until_encrypt_events_ran(pool: PgPool) {
     let db = database_of(&pool).await;
     let app = crate::helpers::spawn_app(&url_for(&db), &[]).await;
     app.wait_ready().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let ready: Value = app
-            .http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
-        if ready["warnings"]
-            .to_string()
-            .contains("idsync encrypt-events")
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{ready}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.readyz_warns("the encrypt-events warning", |w| {
+        w.contains("idsync encrypt-events")
+    })
+    .await;
     let (ok, out, err) = idsync(&pool, &["encrypt-events"], &[]).await;
     assert!(ok, "{err}");
     assert!(out.contains("3 events encrypted"), "{out}");

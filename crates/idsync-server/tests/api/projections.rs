@@ -7,7 +7,7 @@ use idsync_testkit::authentik::{AuthentikStub, fixtures};
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::{App, STUB_TOKEN, binary, database_of, serve_with_stub, url_for};
+use crate::helpers::{App, STUB_TOKEN, idsync, serve_with_stub};
 use crate::intake::post_json;
 
 const TOKEN: &str = STUB_TOKEN;
@@ -75,16 +75,8 @@ async fn an_operator_wipes_the_read_model_and_replay_restores_it(pool: PgPool) {
         .execute(&pool)
         .await
         .expect("wipe");
-    let db = database_of(&pool).await;
-    let out = binary()
-        .args(["replay", "--projection", "users"])
-        .env("DATABASE_URL", url_for(&db))
-        .output()
-        .await
-        .expect("run replay");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = idsync(&pool, &["replay", "--projection", "users"], &[]).await;
+    assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("replayed 22 events into users"), "{stdout}");
     assert!(
         stderr.contains("replay users: 22/22 events"),
@@ -98,14 +90,9 @@ async fn an_operator_wipes_the_read_model_and_replay_restores_it(pool: PgPool) {
     projected(&pool, Duration::from_secs(20)).await;
     assert_eq!(users(&pool).await.len(), 21);
 
-    let unknown = binary()
-        .args(["replay", "--projection", "nope"])
-        .env("DATABASE_URL", url_for(&db))
-        .output()
-        .await
-        .expect("run replay");
-    assert!(!unknown.status.success());
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("known: users"));
+    let (ok, _, stderr) = idsync(&pool, &["replay", "--projection", "nope"], &[]).await;
+    assert!(!ok);
+    assert!(stderr.contains("known: users"), "{stderr}");
 }
 
 #[sqlx::test(migrations = false)]

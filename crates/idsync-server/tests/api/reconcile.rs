@@ -14,7 +14,7 @@ use idsync_testkit::authentik::{AuthentikStub, fixtures};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgPool};
 
-use crate::helpers::{App, STUB_TOKEN, binary, database_of, serve_with_stub, url_for};
+use crate::helpers::{App, STUB_TOKEN, database_of, idsync, serve_with_stub, url_for};
 use crate::intake::post_json;
 
 const TOKEN: &str = STUB_TOKEN;
@@ -90,21 +90,19 @@ async fn reconcile_cli(
     stub: &AuthentikStub,
     args: &[&str],
 ) -> (bool, String, String) {
-    let db = database_of(pool).await;
-    let out = binary()
-        .arg("reconcile")
-        .args(args)
-        .env("DATABASE_URL", url_for(&db))
-        .env("IDSYNC_AUTHENTIK_URL", stub.url())
-        .env("IDSYNC_AUTHENTIK_TOKEN", TOKEN)
-        .output()
-        .await
-        .expect("run idsync reconcile");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    let all: Vec<&str> = std::iter::once("reconcile")
+        .chain(args.iter().copied())
+        .collect();
+    let url = stub.url();
+    idsync(
+        pool,
+        &all,
+        &[
+            ("IDSYNC_AUTHENTIK_URL", url.as_str()),
+            ("IDSYNC_AUTHENTIK_TOKEN", TOKEN),
+        ],
     )
+    .await
 }
 
 /// Users 2, 3 and 5 synced by webhook; then, without any webhook, 1 (there from the
@@ -218,15 +216,8 @@ async fn dry_run_prints_the_differences_and_writes_nothing(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn without_authentik_settings_reconcile_names_them(pool: PgPool) {
-    let db = database_of(&pool).await;
-    let out = binary()
-        .arg("reconcile")
-        .env("DATABASE_URL", url_for(&db))
-        .output()
-        .await
-        .expect("run");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, _, stderr) = idsync(&pool, &["reconcile"], &[]).await;
+    assert!(!ok);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("IDSYNC_AUTHENTIK_URL") && stderr.contains("IDSYNC_AUTHENTIK_TOKEN"),

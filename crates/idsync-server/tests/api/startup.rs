@@ -73,14 +73,8 @@ async fn webhooks_while_migrations_are_held_back_get_503_then_every_202_becomes_
             held_answers += 1;
         }
     }
-    let readyz = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(readyz.status(), 503);
-    let readyz: serde_json::Value = readyz.json().await.expect("JSON");
+    let (status, readyz) = app.readyz().await;
+    assert_eq!(status, 503);
     assert!(
         readyz["reasons"].to_string().contains("migrations"),
         "{readyz}"

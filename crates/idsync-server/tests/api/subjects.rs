@@ -9,7 +9,7 @@ use idsync_testkit::oidc::{TestIssuer, TokenSpec};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{App, STUB_TOKEN, serve_with_stub};
+use crate::helpers::{App, STUB_TOKEN, serve_with_issuer};
 use crate::intake::post_json;
 use crate::projections::projected;
 
@@ -38,17 +38,7 @@ async fn serve(pool: &PgPool, subject: &str) -> (App, TestIssuer, AuthentikStub)
     let stub = AuthentikStub::start(STUB_TOKEN).await;
     stub.upsert(jane());
     let issuer = TestIssuer::start().await;
-    let (iss, aud) = (issuer.issuer(), issuer.client_id());
-    let app = serve_with_stub(
-        pool,
-        &stub,
-        &[
-            ("IDSYNC_OIDC_ISSUER", iss.as_str()),
-            ("IDSYNC_OIDC_AUDIENCE", aud.as_str()),
-            ("IDSYNC_OIDC_SUBJECT", subject),
-        ],
-    )
-    .await;
+    let app = serve_with_issuer(pool, &stub, &issuer, &[("IDSYNC_OIDC_SUBJECT", subject)]).await;
     let (status, _) = post_json(&app, &json!({"event_type": "model_created", "pk": 7})).await;
     assert_eq!(status, 202);
     projected(pool, Duration::from_secs(20)).await;

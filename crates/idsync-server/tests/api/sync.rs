@@ -9,7 +9,7 @@ use idsync_testkit::authentik::{AuthentikStub, fixtures};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{App, STUB_TOKEN, database_of, serve_with_stub, url_for};
+use crate::helpers::{App, STUB_TOKEN, serve_with_stub};
 use crate::intake::post_json;
 
 const TOKEN: &str = STUB_TOKEN;
@@ -311,41 +311,17 @@ async fn a_rejected_token_shows_in_readyz_and_items_wait(pool: PgPool) {
     stub.set_forbidden(true);
     let app = start_with(&pool, &stub, &[]).await;
     send(&app, &mapping("model_created", 3, None)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let resp = app
-            .http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz");
-        // A warning, not a 503: the process still stores webhooks, and a load balancer
-        // acting on a 503 would stop those too.
-        assert_eq!(resp.status(), 200, "readiness does not depend on Authentik");
-        let body: Value = resp.json().await.expect("json");
-        if body["warnings"]
-            .to_string()
-            .contains("authentik: API token rejected")
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "readyz never reported the token: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (status, _) = app
+        .readyz_warns("the rejected token", |w| {
+            w.contains("authentik: API token rejected")
+        })
+        .await;
+    // A warning, not a 503: the process still stores webhooks, and a load balancer
+    // acting on a 503 would stop those too.
+    assert_eq!(status, 200, "readiness does not depend on Authentik");
     // Intake goes on meanwhile.
     send(&app, &mapping("model_updated", 3, None)).await;
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"idsync_readiness_warning{component="authentik"} 1"#),
         "{metrics}"
@@ -369,24 +345,7 @@ async fn operators_list_and_retry_failed_items(pool: PgPool) {
     let app = start_with(&pool, &stub, &[("IDSYNC_SYNC_DEADLINE", "300ms")]).await;
     send(&app, &mapping("model_created", 5, None)).await;
     settled(&pool, Duration::from_secs(15)).await;
-    let db = database_of(&pool).await;
-    let url = url_for(&db);
-    let cli = |args: &'static [&'static str]| {
-        let url = url.clone();
-        async move {
-            let out = crate::helpers::binary()
-                .args(args)
-                .env("DATABASE_URL", url)
-                .output()
-                .await
-                .expect("run idsync");
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
-    };
+    let cli = |args: &'static [&'static str]| crate::helpers::idsync(&pool, args, &[]);
 
     let (ok, table, _) = cli(&["inbox", "list", "--status", "failed"]).await;
     assert!(ok);
@@ -418,25 +377,15 @@ async fn operators_list_and_retry_failed_items(pool: PgPool) {
     assert_eq!(events(&pool).await.len(), 1);
 
     // A single item by id; an unknown id is a one-line error.
-    let retry_one = crate::helpers::binary()
-        .args(["inbox", "retry", &id.to_string()])
-        .env("DATABASE_URL", &url)
-        .output()
-        .await
-        .expect("run");
-    assert!(retry_one.status.success());
+    crate::helpers::idsync_ok(&pool, &["inbox", "retry", &id.to_string()], &[]).await;
     settled(&pool, Duration::from_secs(15)).await;
     assert_eq!(
         events(&pool).await.len(),
         1,
         "re-processing a done item appends nothing"
     );
-    let unknown = crate::helpers::binary()
-        .args(["inbox", "retry", &uuid::Uuid::new_v4().to_string()])
-        .env("DATABASE_URL", &url)
-        .output()
-        .await
-        .expect("run");
-    assert!(!unknown.status.success());
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no such item"));
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let (ok, _, stderr) = crate::helpers::idsync(&pool, &["inbox", "retry", &unknown], &[]).await;
+    assert!(!ok);
+    assert!(stderr.contains("no such item"), "{stderr}");
 }
