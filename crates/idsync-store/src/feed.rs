@@ -12,8 +12,9 @@ use crate::StoreError;
 use crate::privacy::{self, Erased, StoredKey};
 
 /// The contract's feed item (docs/contract.md): what SSE `data:`, a WebSocket `event` message and an
-/// `/api/events` entry carry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// `/api/events` entry carry. Its OpenAPI description is the server's
+/// (`api::schema::FeedItemSchema`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedItem {
     pub position: i64,
     #[serde(rename = "type")]
@@ -23,10 +24,8 @@ pub struct FeedItem {
     pub recorded_at: DateTime<Utc>,
     /// `UserRegistered`: the user; `UserUpdated`: `pk` and the changed fields; `UserDeleted`,
     /// `UserErased`: `pk`. An erased user's personal fields are `null`, with `"erased": true`.
-    #[schema(value_type = Object)]
     pub data: Value,
     /// `source` (`webhook` or `reconcile`), `event_id` when known, `received_at`.
-    #[schema(value_type = Object)]
     pub metadata: Value,
 }
 

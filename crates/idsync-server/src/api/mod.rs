@@ -1,5 +1,7 @@
 //! The JWT-protected API over the read model and the event log.
 
+mod schema;
+
 use axum::Json;
 use std::sync::Arc;
 
@@ -132,6 +134,7 @@ pub(crate) struct UsersQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct UsersPage {
+    #[schema(value_type = Vec<schema::UserSchema>)]
     pub users: Vec<UserRow>,
     /// Pass as `after` for the next page; null on the last page.
     pub next_after: Option<i64>,
@@ -139,6 +142,7 @@ pub(crate) struct UsersPage {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct EventsPage {
+    #[schema(value_type = Vec<schema::FeedItemSchema>)]
     pub events: Vec<FeedItem>,
     /// Pass as `after` for the next page; null when this page reached the end.
     pub next_after: Option<i64>,
@@ -190,7 +194,7 @@ async fn whoami(AuthUser(caller): AuthUser) -> Json<WhoAmI> {
 /// The caller's own user.
 #[utoipa::path(get, path = "/api/me", tag = "users", security(("bearer" = [])),
     responses(
-        (status = 200, description = "the caller's user", body = UserRow),
+        (status = 200, description = "the caller's user", body = schema::UserSchema),
         (status = 401, description = "missing or invalid token", body = ErrorBody),
         (status = 404, description = "the caller's user is not synced yet, and Authentik did not return it when asked", body = ErrorBody),
         (status = 503, description = "OIDC not configured or issuer unreachable", body = ErrorBody),
@@ -345,7 +349,7 @@ async fn list_users(
 #[utoipa::path(get, path = "/api/users/{pk}", tag = "users", security(("bearer" = [])),
     params(("pk" = i64, Path, description = "Authentik's user pk")),
     responses(
-        (status = 200, description = "OK", body = UserRow),
+        (status = 200, description = "OK", body = schema::UserSchema),
         (status = 400, description = "`pk` is not an integer (or out of the 64-bit range)", body = ErrorBody),
         (status = 401, description = "missing or invalid token (RFC 6750 challenge in WWW-Authenticate)", body = ErrorBody),
         (status = 403, description = "not allowed for this caller (insufficient_scope)", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody), (status = 503, description = "OIDC not configured, or the issuer is unreachable", body = ErrorBody),

@@ -17,22 +17,19 @@ use crate::{FeedItem, StoreError};
 
 /// A row of `users`, serialised as the contract's user (docs/contract.md). An erased
 /// user's personal fields are empty here and `null` in its JSON, with `"erased": true`.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow, utoipa::ToSchema)]
-#[schema(as = User)]
+/// Its OpenAPI description is the server's (`api::schema::UserSchema`).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct UserRow {
     pub pk: i64,
     pub uuid: Uuid,
-    /// null once erased
-    #[schema(value_type = Option<String>)]
+    /// empty once erased (`null` in its JSON)
     pub username: String,
-    /// null once erased
-    #[schema(value_type = Option<String>)]
+    /// empty once erased (`null` in its JSON)
     pub email: String,
-    /// null once erased
-    #[schema(value_type = Option<String>)]
+    /// empty once erased (`null` in its JSON)
     pub name: String,
     pub is_active: bool,
-    #[serde(rename = "type")]
+    /// `type` in its JSON.
     #[sqlx(rename = "type")]
     pub user_type: String,
     pub groups: Vec<String>,
@@ -42,7 +39,7 @@ pub struct UserRow {
     /// Authentik's hashed user id (what `sub` carries under its default `sub_mode`);
     /// null for a user registered before idsync kept it, until the next reconcile.
     pub uid: Option<String>,
-    #[schema(ignore)]
+    /// The position of the last event folded in (not sent to clients).
     pub position: i64,
     /// The user's personal data was forgotten (right to erasure): `username`, `email`,
     /// `name` and `uid` are null.
