@@ -47,7 +47,7 @@ pub mod fuzzing {
             headers.insert("last-event-id", value);
         }
         match crate::feeds::sse::start_of(&headers, after) {
-            Ok(crate::feeds::Start::After(position)) => Ok(Some(position)),
+            Ok(crate::feeds::Start::After(position)) => Ok(Some(position.0)),
             Ok(crate::feeds::Start::Now) => Ok(None),
             Err(e) => Err(e.to_string()),
         }

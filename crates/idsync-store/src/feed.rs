@@ -9,6 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, Row};
 
 use crate::StoreError;
+use crate::ids::{Position, UserPk};
 use crate::privacy::{self, Erased, StoredKey};
 
 /// The contract's feed item (docs/contract.md): what SSE `data:`, a WebSocket `event` message and an
@@ -16,10 +17,10 @@ use crate::privacy::{self, Erased, StoredKey};
 /// (`api::schema::FeedItemSchema`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedItem {
-    pub position: i64,
+    pub position: Position,
     #[serde(rename = "type")]
     pub event_type: String,
-    pub user_pk: i64,
+    pub user_pk: UserPk,
     pub sequence: i64,
     pub recorded_at: DateTime<Utc>,
     /// `UserRegistered`: the user; `UserUpdated`: `pk` and the changed fields; `UserDeleted`,
@@ -49,7 +50,7 @@ const SELECT: &str = "SELECT e.global_position, e.event_type, e.aggregate_id, e.
 /// row's lock (see the first migration): no smaller position can commit later.
 pub async fn read_after<'e>(
     db: impl PgExecutor<'e>,
-    after: i64,
+    after: Position,
     limit: i64,
 ) -> Result<Vec<FeedItem>, StoreError> {
     read_after_unbounded(db, after, limit.clamp(0, MAX_PAGE)).await
@@ -58,7 +59,7 @@ pub async fn read_after<'e>(
 /// Like `read_after`, without the page cap: for replay, which reads large batches.
 pub async fn read_after_unbounded<'e>(
     db: impl PgExecutor<'e>,
-    after: i64,
+    after: Position,
     limit: i64,
 ) -> Result<Vec<FeedItem>, StoreError> {
     let rows = sqlx::query(&format!(
@@ -167,8 +168,8 @@ pub async fn read_raw_after<'e>(
 /// One user's events with `global_position > after`, oldest first.
 pub async fn read_user_after<'e>(
     db: impl PgExecutor<'e>,
-    pk: i64,
-    after: i64,
+    pk: UserPk,
+    after: Position,
     limit: i64,
 ) -> Result<Vec<FeedItem>, StoreError> {
     let rows = sqlx::query(&format!(
@@ -186,7 +187,7 @@ pub async fn read_user_after<'e>(
 }
 
 /// The highest position committed so far (0 for an empty store).
-pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<i64, StoreError> {
+pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<Position, StoreError> {
     Ok(
         sqlx::query_scalar("SELECT COALESCE(max(global_position), 0)::bigint FROM events")
             .fetch_one(db)
@@ -215,10 +216,10 @@ fn to_item(row: &sqlx::postgres::PgRow) -> Result<FeedItem, StoreError> {
         privacy::open(inner, user_pk, sequence, key, Erased::Null)?;
     }
     Ok(FeedItem {
-        position,
+        position: Position(position),
         data,
         event_type,
-        user_pk,
+        user_pk: UserPk(user_pk),
         sequence,
         recorded_at: row.try_get("recorded_at")?,
         metadata: row.try_get("metadata")?,

@@ -72,12 +72,12 @@ async fn concurrent_writers_produce_a_gap_free_ordered_feed(pool: PgPool) {
                     tokio::time::Instant::now() < deadline,
                     "reader timed out at {cursor}"
                 );
-                let page = feed::read_after(&pool, cursor, 200)
+                let page = feed::read_after(&pool, idsync_store::Position(cursor), 200)
                     .await
                     .expect("read feed");
                 for item in &page {
-                    seen.push(item.position);
-                    cursor = item.position;
+                    seen.push(item.position.0);
+                    cursor = item.position.0;
                 }
                 if page.is_empty() {
                     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -163,14 +163,14 @@ async fn a_rolled_back_insert_leaves_no_hole(pool: PgPool) {
     tx.rollback().await.expect("rollback");
     waiter.await.expect("join").expect("second writer");
 
-    let positions: Vec<i64> = feed::read_after(&pool, 0, 100)
+    let positions: Vec<i64> = feed::read_after(&pool, idsync_store::Position(0), 100)
         .await
         .expect("feed")
         .iter()
-        .map(|i| i.position)
+        .map(|i| i.position.0)
         .collect();
     assert_eq!(positions, vec![1, 2]);
-    assert_eq!(feed::head(&pool).await.expect("head"), 2);
+    assert_eq!(feed::head(&pool).await.expect("head").0, 2);
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -236,7 +236,14 @@ async fn two_writers_on_one_user_conflict_and_retry(pool: PgPool) {
         "one writer conflicted and was retried"
     );
 
-    let items = feed::read_user_after(&pool, 7, 0, 100).await.expect("feed");
+    let items = feed::read_user_after(
+        &pool,
+        idsync_store::UserPk(7),
+        idsync_store::Position(0),
+        100,
+    )
+    .await
+    .expect("feed");
     let sequences: Vec<i64> = items.iter().map(|i| i.sequence).collect();
     assert_eq!(sequences, vec![1, 2, 3]);
     let types: Vec<&str> = items.iter().map(|i| i.event_type.as_str()).collect();
@@ -290,7 +297,9 @@ async fn feed_items_have_the_contract_shape(pool: PgPool) {
         idsync_store::StoreError::Domain(idsync_domain::UserError::Deleted { pk: 5 })
     ));
 
-    let items = feed::read_after(&pool, 0, 10).await.expect("feed");
+    let items = feed::read_after(&pool, idsync_store::Position(0), 10)
+        .await
+        .expect("feed");
     assert_eq!(items.len(), 2);
     let json = serde_json::to_value(&items[1]).expect("serialize");
     assert_eq!(json["position"], 2);
@@ -304,10 +313,22 @@ async fn feed_items_have_the_contract_shape(pool: PgPool) {
     assert_eq!(items[0].data["username"], "user5");
     assert!(items[0].recorded_at <= items[1].recorded_at);
     // Limits and cursors.
-    assert_eq!(feed::read_after(&pool, 1, 10).await.expect("feed").len(), 1);
-    assert_eq!(feed::read_after(&pool, 0, 1).await.expect("feed").len(), 1);
+    assert_eq!(
+        feed::read_after(&pool, idsync_store::Position(1), 10)
+            .await
+            .expect("feed")
+            .len(),
+        1
+    );
+    assert_eq!(
+        feed::read_after(&pool, idsync_store::Position(0), 1)
+            .await
+            .expect("feed")
+            .len(),
+        1
+    );
     assert!(
-        feed::read_after(&pool, 2, 10)
+        feed::read_after(&pool, idsync_store::Position(2), 10)
             .await
             .expect("feed")
             .is_empty()
@@ -477,10 +498,10 @@ async fn batches_get_consecutive_gap_free_positions_in_item_order(pool: PgPool) 
     }
     single.await.expect("single");
 
-    let items = feed::read_after_unbounded(&pool, 0, 10_000)
+    let items = feed::read_after_unbounded(&pool, idsync_store::Position(0), 10_000)
         .await
         .expect("feed");
-    let positions: Vec<i64> = items.iter().map(|i| i.position).collect();
+    let positions: Vec<i64> = items.iter().map(|i| i.position.0).collect();
     assert_eq!(
         positions,
         (1..=2050).collect::<Vec<i64>>(),
@@ -488,7 +509,7 @@ async fn batches_get_consecutive_gap_free_positions_in_item_order(pool: PgPool) 
     );
     // Each batch's events are consecutive, in the order of its items.
     let by_pk: std::collections::HashMap<i64, i64> =
-        items.iter().map(|i| (i.user_pk, i.position)).collect();
+        items.iter().map(|i| (i.user_pk.0, i.position.0)).collect();
     for pks in committed {
         let first = by_pk[&pks[0]];
         let got: Vec<i64> = pks.iter().map(|pk| by_pk[pk]).collect();
@@ -589,12 +610,14 @@ async fn a_batch_that_loses_a_race_is_rolled_back_and_run_one_by_one(pool: PgPoo
 
     // Nothing lost, nothing twice: user 7 has its registration, the other writer's
     // update, then the batch's re-decided update and delete; 1, 2, 3 once each.
-    let items = feed::read_after(&pool, 0, 100).await.expect("feed");
-    let positions: Vec<i64> = items.iter().map(|i| i.position).collect();
+    let items = feed::read_after(&pool, idsync_store::Position(0), 100)
+        .await
+        .expect("feed");
+    let positions: Vec<i64> = items.iter().map(|i| i.position.0).collect();
     assert_eq!(positions, (1..=7).collect::<Vec<i64>>());
     let seven: Vec<(i64, &str)> = items
         .iter()
-        .filter(|i| i.user_pk == 7)
+        .filter(|i| i.user_pk.0 == 7)
         .map(|i| (i.sequence, i.event_type.as_str()))
         .collect();
     assert_eq!(
@@ -609,13 +632,13 @@ async fn a_batch_that_loses_a_race_is_rolled_back_and_run_one_by_one(pool: PgPoo
     // Re-decided against the other writer's state: its snapshot sets the name back.
     let update = items
         .iter()
-        .find(|i| i.user_pk == 7 && i.sequence == 3)
+        .find(|i| i.user_pk.0 == 7 && i.sequence == 3)
         .expect("update");
     assert_eq!(update.data["email"], "seven@batch.example");
     assert_eq!(update.data["name"], "User 7");
     for pk in [1, 2, 3] {
         assert_eq!(
-            items.iter().filter(|i| i.user_pk == pk).count(),
+            items.iter().filter(|i| i.user_pk.0 == pk).count(),
             1,
             "user {pk}"
         );
@@ -665,8 +688,10 @@ async fn domain_errors_belong_to_their_item_and_the_rest_commits(pool: PgPool) {
             }
         ))
     ));
-    let items = feed::read_after(&pool, 2, 100).await.expect("feed");
-    let pks: Vec<i64> = items.iter().map(|i| i.user_pk).collect();
+    let items = feed::read_after(&pool, idsync_store::Position(2), 100)
+        .await
+        .expect("feed");
+    let pks: Vec<i64> = items.iter().map(|i| i.user_pk.0).collect();
     assert_eq!(pks, vec![4, 6]);
     assert!(
         store
@@ -690,5 +715,5 @@ async fn domain_errors_belong_to_their_item_and_the_rest_commits(pool: PgPool) {
     ));
     assert!(preview[1].as_ref().is_ok_and(|e| e.len() == 1));
     assert_eq!(preview[2].as_ref().ok(), Some(&vec![]));
-    assert_eq!(feed::head(&pool).await.expect("head"), 4);
+    assert_eq!(feed::head(&pool).await.expect("head").0, 4);
 }

@@ -104,7 +104,9 @@ async fn a_crash_between_commit_and_projection_loses_and_repeats_nothing(pool: P
     assert_eq!(checkpoint(&pool).await, 15);
     // ...then a batch is applied but the process dies before commit.
     let mut tx = pool.begin().await.expect("begin");
-    let items = feed::read_after(&mut *tx, 15, 10).await.expect("read");
+    let items = feed::read_after(&mut *tx, idsync_store::Position(15), 10)
+        .await
+        .expect("read");
     UsersProjection
         .apply(&mut tx, "users", &items)
         .await
@@ -121,7 +123,7 @@ async fn a_crash_between_commit_and_projection_loses_and_repeats_nothing(pool: P
     catch_up(&pool, 7).await;
     assert_eq!(
         checkpoint(&pool).await,
-        feed::head(&pool).await.expect("head")
+        feed::head(&pool).await.expect("head").0
     );
 
     let model = read_model(&pool).await;
@@ -140,7 +142,7 @@ async fn a_crash_between_commit_and_projection_loses_and_repeats_nothing(pool: P
     // Re-applying everything (a replay catching up over rows it wrote) changes nothing.
     let before = read_model(&pool).await;
     let mut tx = pool.begin().await.expect("begin");
-    let all = feed::read_after_unbounded(&mut *tx, 0, 100_000)
+    let all = feed::read_after_unbounded(&mut *tx, idsync_store::Position::START, 100_000)
         .await
         .expect("read");
     UsersProjection
@@ -173,7 +175,7 @@ async fn replay_on_a_live_system_swaps_in_a_complete_model(pool: PgPool) {
         cancel.clone(),
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while checkpoint(&pool).await < feed::head(&pool).await.expect("head") {
+    while checkpoint(&pool).await < feed::head(&pool).await.expect("head").0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "projector never caught up"
@@ -238,7 +240,7 @@ async fn replay_on_a_live_system_swaps_in_a_complete_model(pool: PgPool) {
     writing.store(false, Ordering::Relaxed);
     writer.await.expect("writer");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while checkpoint(&pool).await < feed::head(&pool).await.expect("head") {
+    while checkpoint(&pool).await < feed::head(&pool).await.expect("head").0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "projector did not resume after the swap"
@@ -308,7 +310,7 @@ async fn only_one_projector_is_active_and_a_standby_takes_over(pool: PgPool) {
     }
     write_history(&store, 11..=12, 1).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while checkpoint(&pool).await < feed::head(&pool).await.expect("head") {
+    while checkpoint(&pool).await < feed::head(&pool).await.expect("head").0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the new leader does not project"
@@ -335,7 +337,7 @@ async fn the_bulk_rebuild_equals_the_live_projection_within_and_past_its_memory_
     write_history(&store, 61..=70, 2).await;
     catch_up(&pool, 50).await;
     let live = table_rows(&pool, "users").await;
-    let head = feed::head(&pool).await.expect("head");
+    let head = feed::head(&pool).await.expect("head").0;
     assert_eq!(live.len(), 70);
 
     // Everything in memory; a bound hit at once; a bound hit midway. Big and odd batches.

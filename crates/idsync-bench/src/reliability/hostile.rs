@@ -113,7 +113,7 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
     // 4. A reader that never reads, beside readers that do; events produced at pace.
     let head0: i64 = {
         let pool = sqlx::PgPool::connect(&database_url).await?;
-        let h = idsync_store::feed::head(&pool).await?;
+        let h = idsync_store::feed::head(&pool).await?.0;
         pool.close().await;
         h
     };

@@ -10,6 +10,7 @@ use axum::extract::{FromRef, Path, Query, State};
 use idsync_store::feed::{self, FeedItem};
 use idsync_store::projections::users::{self, UserRow};
 use idsync_store::projections::users_cache::{self, UsersCache};
+use idsync_store::{Position, UserPk};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
@@ -145,7 +146,8 @@ pub(crate) struct EventsPage {
     #[schema(value_type = Vec<schema::FeedItemSchema>)]
     pub events: Vec<FeedItem>,
     /// Pass as `after` for the next page; null when this page reached the end.
-    pub next_after: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub next_after: Option<Position>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -182,7 +184,7 @@ pub(crate) struct WhoAmI {
 async fn whoami(AuthUser(caller): AuthUser) -> Json<WhoAmI> {
     Json(WhoAmI {
         sub: caller.claims.sub,
-        user_pk: caller.user_pk,
+        user_pk: caller.user_pk.map(|pk| pk.0),
         admin: caller.is_admin,
         groups: caller.claims.groups,
         preferred_username: caller.claims.preferred_username,
@@ -250,7 +252,7 @@ impl axum::response::IntoResponse for JsonBody {
 
 /// User `pk`, from this process's users cache when it may answer, else from Postgres
 /// (caching the row when that is safe: see `users_cache`).
-async fn user_json(state: &ApiState, pk: i64) -> Result<Option<JsonBody>, ApiError> {
+async fn user_json(state: &ApiState, UserPk(pk): UserPk) -> Result<Option<JsonBody>, ApiError> {
     use crate::metrics::USERS_CACHE_READS;
     let cache = &state.users_cache;
     if let Some(hit) = cache.get(pk) {
@@ -388,9 +390,9 @@ async fn erase_personal_data(
     caller.require_admin()?;
     let metadata =
         idsync_domain::EventMetadata::new(idsync_domain::Source::Erasure, None, chrono::Utc::now());
-    match state.store.erase(pk, &metadata).await {
+    match state.store.erase(pk.0, &metadata).await {
         Ok(outcome) => {
-            tracing::info!(pk, ?outcome, admin = %caller.claims.sub, "personal data erased");
+            tracing::info!(pk = pk.0, ?outcome, admin = %caller.claims.sub, "personal data erased");
             Ok(axum::http::StatusCode::NO_CONTENT)
         }
         Err(idsync_store::StoreError::Domain(idsync_domain::UserError::Unknown { .. })) => {
@@ -416,14 +418,14 @@ async fn user_events(
     let pk = pk_of(pk)?;
     caller.require_read(pk)?;
     let (after, limit) = PageParams::parse(query)?;
-    let events = feed::read_user_after(&state.pool, pk, after, limit).await?;
+    let events = feed::read_user_after(&state.pool, pk, Position(after), limit).await?;
     Ok(Json(events_page(events, limit)))
 }
 
 /// `{pk}`: anything but an integer (`abc`, a number past the 64-bit range) gets the
 /// contract's JSON error, not axum's plain-text rejection.
-fn pk_of(path: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
-    path.map(|Path(pk)| pk).map_err(|e| {
+fn pk_of(path: Result<Path<i64>, PathRejection>) -> Result<UserPk, ApiError> {
+    path.map(|Path(pk)| UserPk(pk)).map_err(|e| {
         ApiError::InvalidRequest(format!(
             "pk must be a user's pk (an integer): {}",
             e.body_text()
@@ -444,7 +446,7 @@ async fn list_events(
 ) -> Result<Json<EventsPage>, ApiError> {
     caller.require_admin()?;
     let (after, limit) = PageParams::parse(query)?;
-    let events = feed::read_after(&state.pool, after, limit).await?;
+    let events = feed::read_after(&state.pool, Position(after), limit).await?;
     Ok(Json(events_page(events, limit)))
 }
 

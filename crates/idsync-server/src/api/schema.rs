@@ -128,9 +128,9 @@ mod tests {
     fn the_feed_item_schema_names_exactly_the_members_a_feed_item_serialises() {
         let (properties, required) = documented::<FeedItemSchema>();
         let item = FeedItem {
-            position: 1,
+            position: idsync_store::Position(1),
             event_type: "UserRegistered".to_owned(),
-            user_pk: 7,
+            user_pk: idsync_store::UserPk(7),
             sequence: 1,
             recorded_at: Utc::now(),
             data: serde_json::json!({"pk": 7}),

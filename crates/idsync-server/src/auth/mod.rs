@@ -16,6 +16,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use clap::ValueEnum;
 use idsync_oidc::{Claims, Verifier, VerifyError};
+use idsync_store::UserPk;
 use idsync_store::projections::users::{self, SubjectColumn};
 use sqlx::PgPool;
 
@@ -45,7 +46,7 @@ impl Via {
 pub struct Caller {
     pub claims: Claims,
     /// The caller's pk in the read model, when their user is known (synced).
-    pub user_pk: Option<i64>,
+    pub user_pk: Option<UserPk>,
     pub is_admin: bool,
     pub via: Via,
 }
@@ -62,7 +63,7 @@ impl Caller {
     }
 
     /// Admins may read anyone; others only themselves.
-    pub fn may_read(&self, pk: i64) -> bool {
+    pub fn may_read(&self, pk: UserPk) -> bool {
         self.is_admin || self.user_pk == Some(pk)
     }
 
@@ -76,7 +77,7 @@ impl Caller {
         }
     }
 
-    pub fn require_read(&self, pk: i64) -> Result<(), ApiError> {
+    pub fn require_read(&self, pk: UserPk) -> Result<(), ApiError> {
         if self.may_read(pk) {
             Ok(())
         } else {
@@ -121,7 +122,7 @@ impl Auth {
     }
 
     /// The one place a caller's admin flag is decided.
-    pub fn caller(&self, claims: Claims, user_pk: Option<i64>, via: Via) -> Caller {
+    pub fn caller(&self, claims: Claims, user_pk: Option<UserPk>, via: Via) -> Caller {
         let is_admin = claims.groups.iter().any(|g| g == &self.admin_group);
         Caller {
             claims,
@@ -132,13 +133,18 @@ impl Auth {
     }
 
     /// The caller's pk, from `sub` per IDSYNC_OIDC_SUBJECT.
-    pub async fn resolve(&self, pool: &PgPool, claims: &Claims) -> Result<Option<i64>, ApiError> {
+    pub async fn resolve(
+        &self,
+        pool: &PgPool,
+        claims: &Claims,
+    ) -> Result<Option<UserPk>, ApiError> {
         let sub = claims.sub.as_str();
-        match self.subject.column() {
+        let pk = match self.subject.column() {
             // sub_mode user_id: sub is the pk itself, no lookup needed.
-            None => Ok(sub.parse::<i64>().ok().filter(|pk| *pk > 0)),
-            Some(column) => Ok(users::pk_by(pool, column, sub).await?),
-        }
+            None => sub.parse::<i64>().ok().filter(|pk| *pk > 0),
+            Some(column) => users::pk_by(pool, column, sub).await?,
+        };
+        Ok(pk.map(UserPk))
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use idsync_oidc::Claims;
+use idsync_store::UserPk;
 use idsync_store::tickets::{self as store, TicketRow};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -51,7 +52,7 @@ pub(crate) async fn issue(pool: &PgPool, caller: &Caller) -> Result<String, ApiE
             context: "claims do not serialise",
             source: e.into(),
         })?,
-        user_pk: caller.user_pk,
+        user_pk: caller.user_pk.map(|pk| pk.0),
         is_admin: caller.is_admin,
     };
     store::insert(pool, &hash(&ticket), &row, token_expires_at, TICKET_TTL).await?;
@@ -72,7 +73,7 @@ pub(crate) async fn redeem(pool: &PgPool, ticket: &str) -> Result<Caller, ApiErr
     })?;
     Ok(Caller {
         claims,
-        user_pk: row.user_pk,
+        user_pk: row.user_pk.map(UserPk),
         is_admin: row.is_admin,
         via: Via::Ticket,
     })

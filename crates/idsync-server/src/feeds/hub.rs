@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idsync_store::projections::users_cache::UsersCache;
-use idsync_store::{FeedSignal, Notifier, feed};
+use idsync_store::{FeedSignal, Notifier, Position, feed};
 
 use super::{LiveBatch, LiveItem};
 use sqlx::PgPool;
@@ -112,7 +112,7 @@ impl Hub {
             // Signals for what that read already covered would only cause empty reads.
             loop {
                 match signals.try_recv() {
-                    Ok(FeedSignal::Committed(p)) if p <= head => {}
+                    Ok(FeedSignal::Committed(p)) if Position(p) <= head => {}
                     Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                     // Something newer, a resync, or a lag: read again straight away.
                     Ok(_) | Err(TryRecvError::Lagged(_)) => {

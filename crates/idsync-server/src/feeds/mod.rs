@@ -14,7 +14,7 @@ pub(crate) mod ws;
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
-use idsync_store::{FeedItem, StoreError, feed};
+use idsync_store::{FeedItem, Position, StoreError, UserPk, feed};
 use sqlx::PgPool;
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -89,7 +89,7 @@ pub(crate) type LiveBatch = Arc<[Arc<LiveItem>]>;
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Filter {
     All,
-    User(Option<i64>),
+    User(Option<UserPk>),
 }
 
 impl Filter {
@@ -113,7 +113,7 @@ impl Filter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Start {
     /// Events after this position (`after=0`: from the beginning).
-    After(i64),
+    After(Position),
     /// Only events committed from now on.
     Now,
 }
@@ -123,7 +123,7 @@ pub(crate) struct Subscription {
     live: broadcast::Receiver<LiveBatch>,
     filter: Filter,
     /// The last position handled (sent or filtered out).
-    last: i64,
+    last: Position,
     pending: VecDeque<Run>,
     /// Read the database from `last` before taking live events again.
     catch_up: bool,
@@ -149,7 +149,7 @@ impl Subscription {
     ) -> Result<Self, StoreError> {
         let live = hub.subscribe();
         let last = match start {
-            Start::After(position) => position.max(0),
+            Start::After(position) => position.max(Position::START),
             Start::Now => feed::head(&pool).await?,
         };
         Ok(Self {
@@ -252,7 +252,7 @@ impl Subscription {
             if position <= self.last {
                 continue; // already sent from the backlog
             }
-            if position != self.last + 1 {
+            if position != self.last.next() {
                 self.catch_up = true;
                 break;
             }

@@ -9,6 +9,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
+use idsync_store::Position;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -219,8 +220,8 @@ pub(crate) fn start_of(headers: &HeaderMap, after: Option<i64>) -> Result<Start,
         ),
     };
     match (last_event_id, after) {
-        (Some(p), _) => Ok(Start::After(p)),
-        (None, Some(a)) => Ok(Start::After(a)),
+        (Some(p), _) => Ok(Start::After(Position(p))),
+        (None, Some(a)) => Ok(Start::After(Position(a))),
         (None, None) => Ok(Start::Now),
     }
 }
@@ -282,8 +283,8 @@ mod tests {
             after in proptest::option::of(0..=i64::MAX),
         ) {
             let headers = with_last_event_id(format!("{pad}{position}{pad}").as_bytes()).expect("header");
-            prop_assert_eq!(start_of(&headers, after).ok(), Some(Start::After(position)));
-            prop_assert_eq!(start_of(&HeaderMap::new(), Some(position)).ok(), Some(Start::After(position)));
+            prop_assert_eq!(start_of(&headers, after).ok(), Some(Start::After(Position(position))));
+            prop_assert_eq!(start_of(&HeaderMap::new(), Some(position)).ok(), Some(Start::After(Position(position))));
         }
 
         #[test]

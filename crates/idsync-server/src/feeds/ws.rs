@@ -12,6 +12,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use idsync_store::{Position, UserPk};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::IntoParams;
@@ -202,7 +203,7 @@ async fn handle(
             };
             let start = match after {
                 Some(a) if a < 0 => return Some(bad_message("after must be >= 0")),
-                Some(a) => Start::After(a),
+                Some(a) => Start::After(Position(a)),
                 None => Start::Now,
             };
             match Subscription::start(
@@ -303,7 +304,7 @@ struct HelloUser {
     preferred_username: Option<String>,
     email: Option<String>,
     name: Option<String>,
-    user_pk: Option<i64>,
+    user_pk: Option<UserPk>,
     admin: bool,
 }
 

@@ -244,17 +244,27 @@ async fn a_ciphertext_copied_into_another_event_does_not_open(pool: PgPool) {
     .execute(&pool)
     .await
     .expect("tamper");
-    let err = idsync_store::feed::read_user_after(&pool, 4, 0, 10)
-        .await
-        .expect_err("does not open");
+    let err = idsync_store::feed::read_user_after(
+        &pool,
+        idsync_store::UserPk(4),
+        idsync_store::Position::START,
+        10,
+    )
+    .await
+    .expect_err("does not open");
     assert!(
         err.to_string().contains("moved or altered ciphertext"),
         "{err}"
     );
     assert!(
-        idsync_store::feed::read_user_after(&pool, 3, 0, 10)
-            .await
-            .is_ok()
+        idsync_store::feed::read_user_after(
+            &pool,
+            idsync_store::UserPk(3),
+            idsync_store::Position::START,
+            10
+        )
+        .await
+        .is_ok()
     );
 }
 
@@ -510,9 +520,14 @@ async fn encrypting_100000_users_resumes_after_sigkill(pool: PgPool) {
     // Readable as before, with the key the binary used.
     development_keyring();
     for pk in [1, 4_999, 54_321, USERS] {
-        let items = idsync_store::feed::read_user_after(&pool, pk, 0, 10)
-            .await
-            .expect("opens");
+        let items = idsync_store::feed::read_user_after(
+            &pool,
+            idsync_store::UserPk(pk),
+            idsync_store::Position::START,
+            10,
+        )
+        .await
+        .expect("opens");
         assert_eq!(items[0].data["email"], format!("legacy{pk}@example.org"));
         assert_eq!(items[0].data["name"], format!("Legacy {pk}"));
     }
@@ -566,7 +581,7 @@ async fn readyz_warns_about_plaintext_until_encrypt_events_ran(pool: PgPool) {
         .expect("payloads");
     assert!(!raw.contains("legacy"), "{raw}");
     development_keyring();
-    let items = idsync_store::feed::read_after(&pool, 0, 10)
+    let items = idsync_store::feed::read_after(&pool, idsync_store::Position::START, 10)
         .await
         .expect("read");
     assert_eq!(items[1].data["username"], "legacy2");

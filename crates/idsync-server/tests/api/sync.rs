@@ -60,11 +60,11 @@ pub(crate) async fn settled(pool: &PgPool, within: Duration) {
 /// the test binaries use (see `helpers::binary`).
 pub(crate) async fn events(pool: &PgPool) -> Vec<(i64, String, Value, Value)> {
     crate::privacy::development_keyring();
-    idsync_store::feed::read_after_unbounded(pool, 0, i64::MAX)
+    idsync_store::feed::read_after_unbounded(pool, idsync_store::Position::START, i64::MAX)
         .await
         .expect("events")
         .into_iter()
-        .map(|item| (item.user_pk, item.event_type, item.data, item.metadata))
+        .map(|item| (item.user_pk.0, item.event_type, item.data, item.metadata))
         .collect()
 }
 

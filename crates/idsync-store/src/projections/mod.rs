@@ -11,7 +11,7 @@ use std::future::Future;
 
 use sqlx::PgConnection;
 
-use crate::{FeedItem, StoreError, feed};
+use crate::{FeedItem, Position, StoreError, feed};
 use replay::RebuildProgress;
 
 /// A read model. Adding one is adding a type that implements this (and its migration):
@@ -49,8 +49,9 @@ pub trait Projection: Send + Sync + 'static {
         async move {
             let mut position = 0;
             loop {
-                let items = feed::read_after_unbounded(&mut *conn, position, batch).await?;
-                let Some(last) = items.last().map(|i| i.position) else {
+                let items =
+                    feed::read_after_unbounded(&mut *conn, Position(position), batch).await?;
+                let Some(last) = items.last().map(|i| i.position.0) else {
                     return Ok(position);
                 };
                 self.apply(conn, table, &items).await?;

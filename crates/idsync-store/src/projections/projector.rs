@@ -23,7 +23,7 @@ use tracing::Instrument;
 use super::Projection;
 use crate::locks::SessionLock;
 use crate::notify::Notifier;
-use crate::{StoreError, feed};
+use crate::{Position, StoreError, feed};
 
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
@@ -158,8 +158,8 @@ pub async fn project_batch<P: Projection>(
     .bind(P::NAME)
     .fetch_one(&mut *tx)
     .await?;
-    let items = feed::read_after(&mut *tx, checkpoint, batch).await?;
-    let Some(last) = items.last().map(|i| i.position) else {
+    let items = feed::read_after(&mut *tx, Position(checkpoint), batch).await?;
+    let Some(last) = items.last().map(|i| i.position.0) else {
         tx.commit().await?;
         return Ok(0);
     };

@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use super::Projection;
 use crate::locks::SessionLock;
-use crate::{StoreError, feed};
+use crate::{Position, StoreError, feed};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReplayReport {
@@ -49,7 +49,7 @@ impl<'a> RebuildProgress<'a> {
         conn: &mut PgConnection,
         sink: &'a mut (dyn Progress + Send),
     ) -> Result<Self, StoreError> {
-        let head = feed::head(&mut *conn).await?;
+        let head = feed::head(&mut *conn).await?.0;
         sink.update(0, head);
         Ok(Self {
             done: 0,
@@ -67,7 +67,7 @@ impl<'a> RebuildProgress<'a> {
     ) -> Result<(), StoreError> {
         self.done += events;
         if position >= self.head {
-            self.head = feed::head(&mut *conn).await?;
+            self.head = feed::head(&mut *conn).await?.0;
         }
         self.sink.update(self.done, self.head);
         Ok(())
@@ -126,8 +126,8 @@ pub async fn replay<P: Projection>(
         .fetch_one(&mut *tx)
         .await?;
     loop {
-        let items = feed::read_after_unbounded(&mut *tx, position, batch).await?;
-        let Some(last) = items.last().map(|i| i.position) else {
+        let items = feed::read_after_unbounded(&mut *tx, Position(position), batch).await?;
+        let Some(last) = items.last().map(|i| i.position.0) else {
             break;
         };
         projection.apply(&mut tx, &rebuild, &items).await?;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::Projection;
 use super::replay::RebuildProgress;
 use crate::feed::{self, RawEvent};
-use crate::{FeedItem, StoreError};
+use crate::{FeedItem, Position, StoreError};
 
 /// A row of `users`, serialised as the contract's user (docs/contract.md). An erased
 /// user's personal fields are empty here and `null` in its JSON, with `"erased": true`.
@@ -276,7 +276,7 @@ impl Projection for UsersProjection {
         if items.is_empty() {
             return Ok(());
         }
-        let mut pks: Vec<i64> = items.iter().map(|i| i.user_pk).collect();
+        let mut pks: Vec<i64> = items.iter().map(|i| i.user_pk.0).collect();
         pks.sort_unstable();
         pks.dedup();
         let existing: Vec<UserRow> =
@@ -291,7 +291,7 @@ impl Projection for UsersProjection {
         let mut changed: Vec<i64> = Vec::with_capacity(pks.len());
         for item in items {
             if fold(&mut rows, item)? {
-                changed.push(item.user_pk);
+                changed.push(item.user_pk.0);
             }
         }
         changed.sort_unstable();
@@ -398,8 +398,8 @@ pub async fn rebuild(
     }
     drop(rows);
     loop {
-        let items = feed::read_after_unbounded(&mut *conn, position, batch).await?;
-        let Some(last) = items.last().map(|i| i.position) else {
+        let items = feed::read_after_unbounded(&mut *conn, Position(position), batch).await?;
+        let Some(last) = items.last().map(|i| i.position.0) else {
             return Ok(position);
         };
         UsersProjection.apply(conn, table, &items).await?;
@@ -658,12 +658,12 @@ fn fold_raw(rows: &mut HashMap<i64, UserRow>, event: RawEvent<'_>) -> Result<(),
 /// wrote): skipping them makes applying idempotent.
 fn fold(rows: &mut HashMap<i64, UserRow>, item: &FeedItem) -> Result<bool, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
-        position: item.position,
+        position: item.position.0,
         reason,
     };
     if rows
-        .get(&item.user_pk)
-        .is_some_and(|r| r.position >= item.position)
+        .get(&item.user_pk.0)
+        .is_some_and(|r| r.position >= item.position.0)
     {
         return Ok(false);
     }
@@ -681,7 +681,14 @@ fn fold(rows: &mut HashMap<i64, UserRow>, item: &FeedItem) -> Result<bool, Store
         "UserErased" => Change::UserErased(serde::de::IgnoredAny),
         other => return Err(corrupt(format!("unknown event type {other}"))),
     };
-    fold_change(rows, item.user_pk, item.position, item.recorded_at, change).map_err(corrupt)?;
+    fold_change(
+        rows,
+        item.user_pk.0,
+        item.position.0,
+        item.recorded_at,
+        change,
+    )
+    .map_err(corrupt)?;
     Ok(true)
 }
 

@@ -43,8 +43,8 @@ use bytes::Bytes;
 use sqlx::PgPool;
 
 use super::users::UserRow;
-use crate::StoreError;
 use crate::notify::Watermarks;
+use crate::{Position, StoreError, UserPk};
 
 /// Rows kept per process (a few hundred bytes each).
 pub const CAPACITY: usize = 100_000;
@@ -213,24 +213,24 @@ impl UsersCache {
     }
 
     /// The hub read events up to `head`, touching the users `pks`: their rows go.
-    pub fn invalidate(&self, pks: impl IntoIterator<Item = i64>, head: i64) {
+    pub fn invalidate(&self, pks: impl IntoIterator<Item = UserPk>, head: Position) {
         let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         for pk in pks {
-            self.entries.remove(&pk);
+            self.entries.remove(&pk.0);
         }
-        self.head.store(head, Ordering::Release);
+        self.head.store(head.0, Ordering::Release);
     }
 
     /// The hub has read the whole log as of a moment after resync number `resyncs`:
     /// entries from now on belong to that generation.
-    pub fn caught_up(&self, resyncs: u64, head: i64) {
+    pub fn caught_up(&self, resyncs: u64, head: Position) {
         let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         if self.generation.load(Ordering::Acquire) != resyncs {
             self.entries.clear();
             self.pages.clear();
             self.generation.store(resyncs, Ordering::Release);
         }
-        self.head.store(head, Ordering::Release);
+        self.head.store(head.0, Ordering::Release);
     }
 }
 
@@ -290,7 +290,7 @@ mod tests {
         let watermarks = listening();
         let cache = UsersCache::new(watermarks.clone());
         assert!(cache.ticket().is_none(), "not before the hub's first read");
-        cache.caught_up(0, 10);
+        cache.caught_up(0, Position(10));
         let ticket = cache.ticket().expect("caught up");
         cache.fill(ticket, &row(7, 10), 10);
         assert_eq!(cache.get(7).map(|e| e.position), Some(10));
@@ -298,11 +298,11 @@ mod tests {
         watermarks.committed(11);
         assert!(cache.get(7).is_none());
         // The hub read it (another user's event): 7 is served again.
-        cache.invalidate([8], 11);
+        cache.invalidate([UserPk(8)], Position(11));
         assert!(cache.get(7).is_some());
         // 7's own event drops it.
         watermarks.committed(12);
-        cache.invalidate([7], 12);
+        cache.invalidate([UserPk(7)], Position(12));
         assert!(cache.get(7).is_none());
     }
 
@@ -310,7 +310,7 @@ mod tests {
     fn a_fill_that_raced_an_invalidation_or_a_lagging_projection_is_not_kept() {
         let watermarks = listening();
         let cache = UsersCache::new(watermarks.clone());
-        cache.caught_up(0, 10);
+        cache.caught_up(0, Position(10));
         // The projection is behind the hub: the row may miss an event.
         let ticket = cache.ticket().expect("ticket");
         cache.fill(ticket, &row(7, 5), 9);
@@ -318,7 +318,7 @@ mod tests {
         // The hub moved while the row was read.
         let ticket = cache.ticket().expect("ticket");
         watermarks.committed(11);
-        cache.invalidate([7], 11);
+        cache.invalidate([UserPk(7)], Position(11));
         cache.fill(ticket, &row(7, 10), 10);
         assert!(cache.get(7).is_none());
     }
@@ -336,7 +336,7 @@ mod tests {
     fn a_page_is_served_only_while_no_event_was_read_since() {
         let watermarks = listening();
         let cache = UsersCache::new(watermarks.clone());
-        cache.caught_up(0, 10);
+        cache.caught_up(0, Position(10));
         let key = PageKey {
             after: 0,
             limit: 100,
@@ -347,7 +347,7 @@ mod tests {
         assert!(cache.page(&key).is_some());
         // Any event, any user: every page may have changed.
         watermarks.committed(11);
-        cache.invalidate([999], 11);
+        cache.invalidate([UserPk(999)], Position(11));
         assert!(cache.page(&key).is_none());
         // A page read while the projection lagged the hub is not kept.
         let ticket = cache.ticket().expect("ticket");
@@ -359,7 +359,7 @@ mod tests {
     fn a_resync_voids_every_entry_until_the_hub_caught_up_again() {
         let watermarks = listening();
         let cache = UsersCache::new(watermarks.clone());
-        cache.caught_up(0, 10);
+        cache.caught_up(0, Position(10));
         let ticket = cache.ticket().expect("ticket");
         cache.fill(ticket, &row(7, 10), 10);
         watermarks.set_listening(false);
@@ -370,7 +370,7 @@ mod tests {
         watermarks.set_listening(true);
         watermarks.resync();
         assert!(cache.get(7).is_none(), "a replay or a lost listener");
-        cache.caught_up(1, 10);
+        cache.caught_up(1, Position(10));
         assert!(cache.get(7).is_none(), "old entries are not trusted again");
     }
 }
