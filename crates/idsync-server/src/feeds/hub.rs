@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use idsync_store::backoff::Backoff;
 use idsync_store::projections::users_cache::UsersCache;
 use idsync_store::{FeedSignal, Notifier, Position, feed};
 
@@ -40,18 +41,19 @@ impl Hub {
         let watermarks = notifier.watermarks();
         // Start at the current head: subscribers read anything older themselves.
         let resyncs = watermarks.resyncs();
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         let mut head = loop {
             match feed::head(&pool).await {
                 Ok(h) => break h,
                 Err(err) => {
                     tracing::warn!(error = %err, "live feed cannot read the event log yet");
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    if !backoff.wait(&cancel).await {
+                        return;
                     }
                 }
             }
         };
+        backoff.reset();
         self.users_cache.caught_up(resyncs, head);
         let mut last_broadcast = tokio::time::Instant::now();
         let mut read_again = false;
@@ -80,10 +82,12 @@ impl Hub {
             loop {
                 match feed::read_after(&pool, head, feed::MAX_PAGE).await {
                     Ok(items) if items.is_empty() => {
+                        backoff.reset();
                         self.users_cache.caught_up(resyncs, head);
                         break;
                     }
                     Ok(items) => {
+                        backoff.reset();
                         let full = items.len() as i64 == feed::MAX_PAGE;
                         head = items.last().map_or(head, |i| i.position);
                         self.users_cache
@@ -102,9 +106,8 @@ impl Hub {
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "live feed read failed; retrying");
-                        tokio::select! {
-                            () = cancel.cancelled() => return,
-                            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        if !backoff.wait(&cancel).await {
+                            return;
                         }
                     }
                 }
