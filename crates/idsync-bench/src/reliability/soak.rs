@@ -24,10 +24,47 @@ pub(super) struct Params {
     pub readers: usize,
 }
 
+/// What each error answer was, by kind ("webhook 503", "API timeout", "SSE closed by
+/// the server after 1234 events"...), so a failed soak says what to look at.
+#[derive(Default)]
+struct Errors(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl Errors {
+    fn add(&self, what: String) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(what).or_default() += 1;
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.0.lock().map(|m| m.values().sum()).unwrap_or(0)
+    }
+
+    fn summary(&self) -> String {
+        let m = self.0.lock().map(|m| m.clone()).unwrap_or_default();
+        if m.is_empty() {
+            return "none".to_owned();
+        }
+        m.iter()
+            .map(|(what, n)| format!("{n} × {what}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// How a request ended, for the error table: its status, or what kind of failure.
+fn outcome(result: &Result<u16, reqwest::Error>) -> String {
+    match result {
+        Ok(status) => status.to_string(),
+        Err(e) if e.is_timeout() => "timeout".to_owned(),
+        Err(e) if e.is_connect() => "connect error".to_owned(),
+        Err(e) => format!("error ({e})"),
+    }
+}
+
 #[derive(Default)]
 struct Kind {
     ok: AtomicU64,
-    errors: AtomicU64,
     /// Not sent: the client's own in-flight bound was full (the server fell behind).
     skipped: AtomicU64,
     latencies: std::sync::Mutex<Vec<Duration>>,
@@ -40,8 +77,6 @@ impl Kind {
             if let Ok(mut l) = self.latencies.lock() {
                 l.push(took);
             }
-        } else {
-            self.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -87,7 +122,7 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
     let webhooks = Arc::new(Kind::default());
     let api = Arc::new(Kind::default());
     let sse_events = Arc::new(AtomicU64::new(0));
-    let sse_errors = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Errors::default());
     let deadline = Instant::now() + params.duration;
 
     // SSE readers: lean, count what arrives.
@@ -96,21 +131,22 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
         let addr = replica.addr;
         let admin = admin.clone();
         let events = sse_events.clone();
-        let errors = sse_errors.clone();
+        let errors = errors.clone();
         readers.push(tokio::spawn(async move {
             let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
-                errors.fetch_add(1, Ordering::Relaxed);
+                errors.add("SSE connect error".to_owned());
                 return;
             };
             let request = format!(
                 "GET /api/events/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin}\r\n\r\n"
             );
             if tcp.write_all(request.as_bytes()).await.is_err() {
-                errors.fetch_add(1, Ordering::Relaxed);
+                errors.add("SSE request not sent".to_owned());
                 return;
             }
             let mut buf = vec![0u8; 32 * 1024];
             let mut first = true;
+            let mut seen = 0u64;
             loop {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(remaining, tcp.read(&mut buf)).await {
@@ -118,15 +154,23 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
                         if first {
                             first = false;
                             if !buf[..n].starts_with(b"HTTP/1.1 200") {
-                                errors.fetch_add(1, Ordering::Relaxed);
+                                let head = String::from_utf8_lossy(&buf[..n.min(12)]).into_owned();
+                                errors.add(format!("SSE answered {head:?}"));
                                 return;
                             }
                         }
                         let ids = buf[..n].windows(4).filter(|w| w == b"id: ").count();
+                        seen += ids as u64;
                         events.fetch_add(ids as u64, Ordering::Relaxed);
                     }
-                    Ok(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    Ok(Ok(_)) => {
+                        // The bucket, not the exact count: one row per cause.
+                        let when = if seen == 0 { "before any event" } else { "mid-stream" };
+                        errors.add(format!("SSE closed by the server {when}"));
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        errors.add(format!("SSE read error ({:?})", e.kind()));
                         return;
                     }
                     Err(_) => return,
@@ -169,6 +213,7 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
             };
             let url = replica.url("/authentik/webhook");
             let kind = webhooks.clone();
+            let errors = errors.clone();
             let pk = (n as i64 % users) + 1;
             tasks.spawn(async move {
                 let _permit = permit;
@@ -186,7 +231,11 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
                     .send()
                     .await
                     .map(|r| r.status().as_u16());
-                kind.record(matches!(status, Ok(200 | 202)), t.elapsed());
+                let ok = matches!(status, Ok(200 | 202));
+                if !ok {
+                    errors.add(format!("webhook {}", outcome(&status)));
+                }
+                kind.record(ok, t.elapsed());
             });
         } else {
             let Ok(permit) = api_gate.clone().try_acquire_owned() else {
@@ -201,6 +250,12 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
             };
             let url = replica.url(&path);
             let kind = api.clone();
+            let errors = errors.clone();
+            let route = match n % 3 {
+                0 => "/api/me",
+                1 => "/api/users/{pk}",
+                _ => "/api/users",
+            };
             tasks.spawn(async move {
                 let _permit = permit;
                 let t = Instant::now();
@@ -211,7 +266,11 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
                     .await
                     .map(|r| r.status().as_u16());
                 // 404: /api/me or a user not synced yet at the very start.
-                kind.record(matches!(status, Ok(200 | 404)), t.elapsed());
+                let ok = matches!(status, Ok(200 | 404));
+                if !ok {
+                    errors.add(format!("{route} {}", outcome(&status)));
+                }
+                kind.record(ok, t.elapsed());
             });
         }
         while tasks.try_join_next().is_some() {}
@@ -247,10 +306,15 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
     } else {
         0.0
     };
-    let errors = webhooks.errors.load(Ordering::Relaxed)
-        + api.errors.load(Ordering::Relaxed)
-        + sse_errors.load(Ordering::Relaxed);
-    let passed = errors == 0 && growth < 10.0 && lost == 0;
+    let error_count = errors.total();
+    let passed = error_count == 0 && growth < 10.0 && lost == 0;
+    // The RSS curve at each fifth of the run: growth that levels off reads differently
+    // from growth that does not.
+    let curve = (0..=5)
+        .filter_map(|i| rss.get((rss.len().saturating_sub(1) * i) / 5))
+        .map(|kb| format!("{}", kb / 1024))
+        .collect::<Vec<_>>()
+        .join(" → ");
     let secs = elapsed.as_secs_f64();
     Ok(Row {
         scenario: "soak".into(),
@@ -267,7 +331,8 @@ pub(super) async fn run(params: Params) -> Result<Row, BoxError> {
         lost,
         duplicated: 0,
         other: format!(
-            "{errors} error answers; p99 webhook {}, API {}; {} SSE events delivered; not sent (client bound full): {} webhooks, {} API; RSS {} KiB after warm-up → {} KiB at the end ({growth:+.1} %); inbox: {stored} stored, {} synced during the run ({:.0}/s), {queued} still queued at the end",
+            "{error_count} error answers ({}); p99 webhook {}, API {}; {} SSE events delivered; not sent (client bound full): {} webhooks, {} API; RSS {} KiB after warm-up → {} KiB at the end ({growth:+.1} %; MiB at each fifth: {curve}); inbox: {stored} stored, {} synced during the run ({:.0}/s), {queued} still queued at the end",
+            errors.summary(),
             ms(webhooks.p99()),
             ms(api.p99()),
             sse_events.load(Ordering::Relaxed),
