@@ -433,6 +433,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .env("DATABASE_URL", &database_url)
         .env("IDSYNC_LISTEN", args.listen.to_string())
         .env("IDSYNC_WEBHOOK_SECRET", &args.webhook_secret)
+        .env("IDSYNC_DATA_KEY", demo_data_key())
         .env("IDSYNC_AUTHENTIK_URL", stub.url())
         .env("IDSYNC_AUTHENTIK_TOKEN", STUB_TOKEN)
         .env("IDSYNC_OIDC_ISSUER", &dev.issuer)
@@ -567,6 +568,16 @@ async fn http_get_status(url: &str) -> Result<u16, String> {
 
 /// The settings a second terminal needs, for `source`: the tokens, the database, and
 /// the idsync CLI on the PATH.
+/// The key-encryption key of personal data the demo's serve uses, and the CLI commands
+/// pasted from the tour must use too (they refuse to guess once data is encrypted):
+/// `IDSYNC_DATA_KEY` as scripts/demo sets it, else the public development key.
+fn demo_data_key() -> String {
+    std::env::var("IDSYNC_DATA_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .unwrap_or_else(|| "development".to_owned())
+}
+
 fn write_env_file(
     path: &Path,
     idsync: &Path,
@@ -592,7 +603,9 @@ fn write_env_file(
          export IDSYNC_AUTHENTIK_TOKEN={authentik_token}\n\
          export IDSYNC_OIDC_ISSUER={issuer}\n\
          export IDSYNC_OIDC_AUDIENCE={audience}\n\
+         export IDSYNC_DATA_KEY='{data_key}'\n\
          export PATH=\"{bin}:$PATH\"\n",
+        data_key = demo_data_key(),
         admin = dev.admin_token,
         user = dev.user_token,
         secret = secret,
