@@ -367,7 +367,12 @@ pub(super) fn client(
     timeout: Duration,
     idle_per_host: Option<usize>,
 ) -> Result<reqwest::Client, BoxError> {
-    let mut builder = reqwest::Client::builder().timeout(timeout);
+    // idsync closes a keep-alive connection that stays idle 10 s after a response
+    // (docs/contract.md); a pooled connection reused just as that happens fails its
+    // request. Like any client of such a server, let idle connections go sooner.
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(5));
     if let Some(idle) = idle_per_host {
         builder = builder.pool_max_idle_per_host(idle);
     }

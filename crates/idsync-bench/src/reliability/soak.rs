@@ -58,7 +58,14 @@ fn outcome(result: &Result<u16, reqwest::Error>) -> String {
         Ok(status) => status.to_string(),
         Err(e) if e.is_timeout() => "timeout".to_owned(),
         Err(e) if e.is_connect() => "connect error".to_owned(),
-        Err(e) => format!("error ({e})"),
+        Err(e) => {
+            // The innermost cause says what happened (a closed connection, a reset...).
+            let mut cause: &dyn std::error::Error = e;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            format!("error ({cause})")
+        }
     }
 }
 

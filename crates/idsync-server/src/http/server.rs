@@ -33,7 +33,9 @@ use tower::ServiceExt;
 /// Largest request head (request line and headers). Far above any real client's (a
 /// browser with cookies and a JWT sends a few KiB); larger ones are answered 431.
 pub(crate) const MAX_HEAD: usize = 32 * 1024;
-/// A request head must be complete this long after its first byte arrived.
+/// A request head must be complete this long after the connection opened or the previous
+/// response was sent: hyper has one setting for both, so this is also how long an idle
+/// keep-alive connection stays open (docs/contract.md tells clients).
 pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection whose writes have made no progress for this long is closed.
 pub(crate) const WRITE_STALL: Duration = Duration::from_secs(10);
