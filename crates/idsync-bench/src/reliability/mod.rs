@@ -222,7 +222,7 @@ fn write_doc(
         .map(|(n, d)| format!("{n} {:.0} s", d.as_secs_f64()))
         .collect();
     let section = format!(
-        "{BEGIN}\n\nRun {now}{}: {} in {:.1} min ({}). Soak duration: {soak_seconds} s.\n\nMachine: {}.\nThe machine is shared: other builds and test runs were using its cores during the run, so latencies are pessimistic and throughput figures are what this loaded machine held, not idsync's ceiling.\n\n{table}\n{END}",
+        "{BEGIN}\n\nRun {now}{}: {} in {:.1} min ({}). Soak duration: {soak_seconds} s.\n\nMachine: {}.\nThe load generator, the Authentik stand-in, idsync and PostgreSQL share these cores, so figures are what this machine held with all of them on it, not idsync's ceiling.\n\n{table}\n{END}",
         if quick {
             " (--quick: reduced loads)"
         } else {
