@@ -49,12 +49,7 @@ pub(crate) async fn admin() -> PgPool {
 /// Makes database `db` unreachable, as an outage would: no new connections, and the
 /// open ones ended.
 pub(crate) async fn block_database(admin: &PgPool, db: &str) {
-    sqlx::query(&format!(
-        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS false"#
-    ))
-    .execute(admin)
-    .await
-    .expect("block connections");
+    allow_connections(admin, db, false).await;
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
         .bind(db)
         .execute(admin)
@@ -64,12 +59,16 @@ pub(crate) async fn block_database(admin: &PgPool, db: &str) {
 
 /// Ends `block_database`.
 pub(crate) async fn unblock_database(admin: &PgPool, db: &str) {
+    allow_connections(admin, db, true).await;
+}
+
+async fn allow_connections(admin: &PgPool, db: &str, allowed: bool) {
     sqlx::query(&format!(
-        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS true"#
+        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS {allowed}"#
     ))
     .execute(admin)
     .await
-    .expect("allow connections");
+    .expect("ALTER DATABASE ... ALLOW_CONNECTIONS");
 }
 
 pub(crate) fn binary() -> Command {
