@@ -24,8 +24,8 @@ pub(super) struct Params {
     pub readers: usize,
 }
 
-/// What each error answer was, by kind ("webhook 503", "API timeout", "SSE closed by
-/// the server after 1234 events"...), so a failed soak says what to look at.
+/// What each error answer was, by kind ("webhook 503", "/api/me timeout", "SSE closed
+/// by the server mid-stream"...), so a failed soak says what to look at.
 #[derive(Default)]
 struct Errors(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
 
